@@ -1,0 +1,16 @@
+"""Datasets: specs whose ``instantiate()`` returns an in-memory ``ImageDataset`` (uint8 images, labels).
+
+``shapes`` is the embedded, procedurally generated default; ``folder`` reads a directory tree or a .zip of
+PNG/JPEG images. See docs/datasets.md.
+"""
+
+from components.datasets.base import DatasetError, ImageDataset
+from components.datasets.folder import Folder
+from components.datasets.shapes import SHAPE_TYPES, Shapes
+
+DATASETS = {
+    "shapes": Shapes,
+    "folder": Folder,
+}
+
+__all__ = ["DATASETS", "SHAPE_TYPES", "DatasetError", "Folder", "ImageDataset", "Shapes"]

@@ -1,0 +1,157 @@
+"""``shapes``: the embedded default dataset, procedurally generated, deterministic per seed, any resolution.
+
+Each image is a smooth background (a linear colour gradient plus a faint low-frequency ripple) with one to
+three filled shapes (circle, rectangle/square, equilateral triangle) of random colour, size, position and
+rotation, painted largest first. Fine detail comes from hard (aliased) shape edges, an optional dark
+one-to-two pixel outline, a stripe or checker texture inside about two thirds of the shapes, and mild
+per-pixel Gaussian noise (sigma = 0.03 of the range). So both global coherence (the layout, the gradient)
+and high-frequency content (edges, texture, noise) are part of what a model must learn, which is what the
+resolution-dependent parts of simple diffusion (schedule shift, stems, multiscale loss) act upon.
+
+Scenes are drawn in image-width units, so one (seed, index) gives the same layout at every resolution;
+texture periods are clamped to at least 2 pixels. Parameters are drawn per chunk of ``CHUNK`` images from
+``default_rng([seed, chunk, stream])``, so the first k images of a larger set equal a set of k images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from components.datasets.base import ImageDataset, cache_file, load_arrays, save_arrays
+from components.registry import Component
+
+GENERATOR_VERSION = 1                   # bump whenever the pixels a (seed, index) produces change
+CHUNK = 64                              # images drawn and rendered together
+MAX_SHAPES = 3
+SHAPE_TYPES = ["circle", "rectangle", "triangle"]   # label = index of the largest shape's type
+TRIANGLE_SCALE = 1.4                    # circumradius / size, so triangles are about as large as circles
+NOISE_STD = 0.03                        # per-pixel Gaussian noise, fraction of the [0, 1] range
+
+
+def draw_scenes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Scene parameters of ``n`` images; shape slots sorted by area, largest first (slot 0 always active)."""
+    count = rng.integers(1, MAX_SHAPES + 1, n)
+    p = {
+        "kind": rng.integers(0, len(SHAPE_TYPES), (n, MAX_SHAPES)),
+        "size": rng.uniform(0.10, 0.32, (n, MAX_SHAPES)),       # radius / half-width, image widths
+        "aspect": np.where(rng.random((n, MAX_SHAPES)) < 0.4, 1.0, rng.uniform(0.45, 1.0, (n, MAX_SHAPES))),
+        "cx": rng.uniform(0.2, 0.8, (n, MAX_SHAPES)),
+        "cy": rng.uniform(0.2, 0.8, (n, MAX_SHAPES)),
+        "angle": rng.uniform(0.0, 2 * math.pi, (n, MAX_SHAPES)),
+        "colour": rng.random((n, MAX_SHAPES, 3)),
+        "texture": rng.integers(0, 3, (n, MAX_SHAPES)),         # 0 flat, 1 stripes, 2 checker
+        "period": rng.uniform(0.035, 0.12, (n, MAX_SHAPES)),    # texture period, image widths
+        "tex_angle": rng.uniform(0.0, math.pi, (n, MAX_SHAPES)),
+        "shade": rng.uniform(0.35, 0.75, (n, MAX_SHAPES)),      # second texture tone = shade * colour
+        "outline": rng.random((n, MAX_SHAPES)) < 0.5,
+    }
+    background = {
+        "bg0": rng.random((n, 3)),
+        "bg1": rng.random((n, 3)),
+        "bg_angle": rng.uniform(0.0, 2 * math.pi, n),
+        "ripple_amp": rng.uniform(0.0, 0.08, n),
+        "ripple_freq": rng.uniform(0.5, 2.0, n),                # cycles per image width
+        "ripple_angle": rng.uniform(0.0, 2 * math.pi, n),
+        "ripple_phase": rng.uniform(0.0, 2 * math.pi, n),
+    }
+    area_factor = np.array([math.pi, 4.0, 3.0 * math.sqrt(3.0) / 4.0 * TRIANGLE_SCALE**2])  # area / size^2
+    aspect = np.where(p["kind"] == 1, p["aspect"], 1.0)
+    area = area_factor[p["kind"]] * p["size"] ** 2 * aspect
+    active = np.arange(MAX_SHAPES)[None, :] < count[:, None]
+    order = np.argsort(-np.where(active, area, -1.0), axis=1, kind="stable")
+    p = {k: np.take_along_axis(v, order[..., None] if v.ndim == 3 else order, axis=1) for k, v in p.items()}
+    p["active"] = np.take_along_axis(active, order, axis=1)
+    return {**p, **background}
+
+
+def render(p: dict[str, np.ndarray], resolution: int, rng: np.random.Generator) -> np.ndarray:
+    """Pixels of the scenes ``p``: uint8 ``[n, 3, R, R]``; ``rng`` draws the per-pixel noise."""
+    r = resolution
+    f32 = np.float32
+    coord = ((np.arange(r, dtype=f32) + 0.5) / r).astype(f32)
+    gx, gy = coord[None, None, :], coord[None, :, None]                  # [1, 1, R], [1, R, 1]
+
+    def col(v: np.ndarray) -> np.ndarray:                                # [n] -> [n, 1, 1]
+        return v.astype(f32)[:, None, None]
+
+    s = (np.cos(col(p["bg_angle"])) * (gx - 0.5) + np.sin(col(p["bg_angle"])) * (gy - 0.5)) / math.sqrt(2) + 0.5
+    ra = col(p["ripple_angle"])
+    ripple = col(p["ripple_amp"]) * np.sin(
+        2 * math.pi * col(p["ripple_freq"]) * (np.cos(ra) * gx + np.sin(ra) * gy) + col(p["ripple_phase"]))
+    bg0, bg1 = p["bg0"].astype(f32)[:, :, None, None], p["bg1"].astype(f32)[:, :, None, None]
+    img = bg0 * (1 - s[:, None]) + bg1 * s[:, None] + ripple[:, None]    # [n, 3, R, R]
+
+    tri_normals = [(math.cos(2 * math.pi * k / 3), math.sin(2 * math.pi * k / 3)) for k in range(3)]
+    for j in range(MAX_SHAPES):
+        dx, dy = gx - col(p["cx"][:, j]), gy - col(p["cy"][:, j])        # [n, R, R]
+        c, sn = np.cos(col(p["angle"][:, j])), np.sin(col(p["angle"][:, j]))
+        xr, yr = c * dx + sn * dy, -sn * dx + c * dy                     # shape-local coordinates
+        size, kind = col(p["size"][:, j]), col(p["kind"][:, j])
+        d_circle = np.sqrt(dx * dx + dy * dy) - size
+        d_rect = np.maximum(np.abs(xr) - size, np.abs(yr) - size * col(p["aspect"][:, j]))
+        d_tri = np.maximum.reduce([xr * a + yr * b for a, b in tri_normals]) - TRIANGLE_SCALE * size / 2
+        dist = np.where(kind == 0, d_circle, np.where(kind == 1, d_rect, d_tri))   # < 0 inside
+        inside = (dist <= 0) & p["active"][:, j, None, None]
+
+        ta = col(p["tex_angle"][:, j])
+        period = np.maximum(col(p["period"][:, j]), f32(2.0 / r))       # at least 2 pixels
+        u = np.floor((np.cos(ta) * xr + np.sin(ta) * yr) / period)
+        v = np.floor((-np.sin(ta) * xr + np.cos(ta) * yr) / period)
+        texture = col(p["texture"][:, j])
+        tone = np.where(texture == 1, u % 2, np.where(texture == 2, (u + v) % 2, 0.0))   # {0, 1}
+        factor = 1.0 - tone * (1.0 - col(p["shade"][:, j]))
+        edge = p["outline"][:, j, None, None] & (dist > -1.5 / r)              # dark rim, 1-2 pixels wide
+        factor = np.where(edge, f32(0.25), factor)
+        colour = p["colour"][:, j].astype(f32)[:, :, None, None]         # [n, 3, 1, 1]
+        img = np.where(inside[:, None], colour * factor[:, None], img)
+
+    img = img + rng.standard_normal(img.shape, dtype=f32) * f32(NOISE_STD)
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def generate_shapes(num_images: int, resolution: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 ``[N, 3, R, R]``, labels int64 ``[N]``), deterministic in (seed, resolution)."""
+    images, labels = [], []
+    for chunk in range((num_images + CHUNK - 1) // CHUNK):
+        scenes = draw_scenes(np.random.default_rng([seed, chunk, 0]), CHUNK)
+        take = min(CHUNK, num_images - chunk * CHUNK)
+        scenes = {k: v[:take] for k, v in scenes.items()}
+        images.append(render(scenes, resolution, np.random.default_rng([seed, chunk, 1])))
+        labels.append(scenes["kind"][:, 0].astype(np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+class Shapes(Component):
+    """Procedural shapes on gradients (the embedded default; nothing is downloaded).
+
+    With ``labels=True`` the label is the type of the largest shape (``SHAPE_TYPES``; 3 classes). With
+    ``cache_dir`` set, the generated set is saved to ``<cache_dir>/datasets/`` keyed by (seed, resolution,
+    num_images, labels, generator version) and loaded from there next time.
+    """
+
+    resolution: int = Field(32, ge=8)         # image side, pixels
+    num_images: int = Field(1024, ge=1)
+    seed: int = Field(0, ge=0)
+    labels: bool = False                      # class = type of the largest shape
+    cache_dir: str | None = None              # None: generate in memory, write nothing
+
+    def instantiate(self) -> ImageDataset:
+        key = (f"shapes-v{GENERATOR_VERSION}-seed{self.seed}-res{self.resolution}-n{self.num_images}"
+               f"-labels{int(self.labels)}.npz")
+        path = cache_file(self.cache_dir, key)
+        cached = load_arrays(path)
+        if cached is not None and cached["images"].shape == (self.num_images, 3, self.resolution,
+                                                              self.resolution):
+            images, labels = cached["images"], cached["labels"]
+        else:
+            images, labels = generate_shapes(self.num_images, self.resolution, self.seed)
+            save_arrays(path, images=images, labels=labels)
+        return ImageDataset(
+            torch.from_numpy(np.ascontiguousarray(images)),
+            torch.from_numpy(labels.astype(np.int64)) if self.labels else None,
+            list(SHAPE_TYPES) if self.labels else None,
+        )

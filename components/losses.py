@@ -1,0 +1,90 @@
+"""Losses on eps: ``loss(eps_hat, eps, logsnr) -> [B]``; the training loop does the only reduction.
+
+The paper's loss is the unweighted eps-MSE (simple diffusion Sec. 3.2, w(t) = 1). The weightings are
+expressed on the eps-MSE through the identities ||eps - eps_hat||^2 = alpha^2 ||v - v_hat||^2 =
+SNR ||x - x_hat||^2.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from components.registry import Component
+
+
+def eps_mse(eps_hat: Tensor, eps: Tensor) -> Tensor:
+    """Mean squared error per example: [B, C, H, W] x 2 -> [B]."""
+    return (eps_hat - eps).float().pow(2).flatten(1).mean(1)
+
+
+class Mse(Component):
+    """Unweighted eps-MSE, the paper's loss: mean over pixels of (eps - eps_hat)^2."""
+
+    def __call__(self, eps_hat: Tensor, eps: Tensor, logsnr: Tensor) -> Tensor:
+        return eps_mse(eps_hat, eps)
+
+
+def multiscale_resolutions(d: int, base: int) -> list[int]:
+    """{base, 2 base, 4 base, ...} below d, plus d itself (always included)."""
+    sizes = []
+    s = base
+    while s < d:
+        sizes.append(s)
+        s *= 2
+    return sizes + [d]
+
+
+class Multiscale(Component):
+    """Multiscale eps loss (simple diffusion Sec. 3.2): sum_s (1/s) L^s, L^s = mean over s x s of the
+    squared difference of the average-pooled maps D^s[eps] - D^s[eps_hat]; s in {base, 2 base, ..., d}."""
+
+    base: int = Field(32, gt=0)          # lowest resolution included, pixels
+
+    def __call__(self, eps_hat: Tensor, eps: Tensor, logsnr: Tensor) -> Tensor:
+        d = eps.shape[-1]
+        diff = (eps_hat - eps).float()                         # [B, C, d, d]
+        total = torch.zeros(eps.shape[0], device=eps.device)
+        for s in multiscale_resolutions(d, self.base):
+            pooled = diff if s == d else F.adaptive_avg_pool2d(diff, s)   # linear, so D[eps] - D[eps_hat]
+            total = total + pooled.pow(2).flatten(1).mean(1) / s
+        return total
+
+
+class VMse(Component):
+    """MSE on v: ||v - v_hat||^2 = ||eps - eps_hat||^2 / alpha^2, alpha^2 = sigmoid(lambda)."""
+
+    def __call__(self, eps_hat: Tensor, eps: Tensor, logsnr: Tensor) -> Tensor:
+        return eps_mse(eps_hat, eps) / torch.sigmoid(logsnr.float())
+
+
+class MinSnr(Component):
+    """Min-SNR-gamma weighting (Hang et al., 2023): min(SNR, gamma) ||x - x_hat||^2
+    = min(SNR, gamma) / SNR * ||eps - eps_hat||^2."""
+
+    gamma: float = Field(5.0, gt=0)
+
+    def __call__(self, eps_hat: Tensor, eps: Tensor, logsnr: Tensor) -> Tensor:
+        snr = logsnr.float().exp()
+        return eps_mse(eps_hat, eps) * torch.clamp(snr, max=self.gamma) / snr
+
+
+class Sigmoid(Component):
+    """Sigmoid weighting (Kingma & Gao 2023; used by "simpler diffusion", 2024): sigmoid(b - lambda) on
+    the eps-MSE."""
+
+    bias: float = -3.0                   # b; larger b weights low-noise levels more
+
+    def __call__(self, eps_hat: Tensor, eps: Tensor, logsnr: Tensor) -> Tensor:
+        return eps_mse(eps_hat, eps) * torch.sigmoid(self.bias - logsnr.float())
+
+
+LOSSES = {
+    "mse": Mse,
+    "multiscale": Multiscale,
+    "v_mse": VMse,
+    "min_snr": MinSnr,
+    "sigmoid": Sigmoid,
+}

@@ -1,0 +1,110 @@
+"""Study files: the validated ``StudySpec`` and the resolved, JSON-able trial configuration.
+
+A study file is YAML with these sections (unknown keys are errors everywhere):
+``name``, ``storage``, ``seed``, ``dataset``, ``model``, ``diffusion`` (``schedule``, ``parametrization``,
+``loss``), ``train``, ``eval``, ``search``, ``objectives``. Component sections are component specs (a
+name, or a mapping with ``name`` and parameters) validated through ``components``' registries; the
+resolved configuration spells out every parameter, so that a trial's config in the database is complete.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ComponentSpec = str | dict[str, Any]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class DiffusionSpec(Strict):
+    schedule: ComponentSpec = {"name": "shifted_cosine", "base_resolution": 64}
+    parametrization: ComponentSpec = "v"
+    loss: ComponentSpec = "mse"
+
+
+class TrainSpec(Strict):
+    steps: PositiveInt = 200  # optimizer steps
+    batch_size: PositiveInt = 32  # images per step
+    lr: float = Field(3e-4, gt=0)  # peak AdamW learning rate
+    warmup_steps: int = Field(20, ge=0)  # linear warm-up from 0 to lr
+    weight_decay: float = Field(0.0, ge=0)
+    betas: list[float] = Field([0.9, 0.99], min_length=2, max_length=2)
+    grad_clip: float | None = Field(1.0, gt=0)  # max global grad norm; null = no clipping
+    ema_decay: float = Field(0.999, ge=0, lt=1)  # EMA of weights; the EMA model is evaluated
+    label_dropout: float = Field(0.1, ge=0, le=1)  # class-conditional only: p(label -> null), for guidance
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)  # held-out images for validation loss and FID refs
+    checkpoint_every: int = Field(100, ge=0)  # steps; 0 = only at the end
+    log_every: PositiveInt = 10  # steps between loss-curve points
+    compile: bool = False  # torch.compile the network
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0)  # the trial's seed; search over it for replicates
+
+
+class EvalSpec(Strict):
+    num_samples: PositiveInt = 256  # generated images for FID/KID/SWD
+    batch_size: PositiveInt = 64  # sampling batch
+    sampler: ComponentSpec = {"name": "ddim", "steps": 32}
+    metrics: list[str] = ["swd", "flops", "throughput", "memory", "mfu"]
+    fid: dict[str, Any] = {}  # options of FID/KID (mode, weights, num_reference)
+    val_buckets: PositiveInt = 6  # logSNR buckets of the validation loss
+    val_repeats: PositiveInt = 2  # noise draws per held-out image
+    grid_size: PositiveInt = 16  # images in the saved sample grid
+
+
+class RangeSpec(Strict):
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if not self.low < self.high:
+            raise ValueError("low must be smaller than high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return all(float(v).is_integer() for v in (self.low, self.high, self.step or 0.5))
+
+
+class SearchSpec(Strict):
+    sampler: Literal["grid", "tpe", "random"] = "grid"
+    n_trials: PositiveInt | None = None  # grid: default all cells; tpe/random: required
+    space: dict[str, list[Any] | RangeSpec] = {}
+
+
+class Objective(Strict):
+    metric: str
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class TrialConfig(Strict):
+    """Everything one trial needs (the search space already merged in)."""
+
+    name: str = Field(min_length=1)
+    storage: str | None = None
+    seed: int = Field(0, ge=0)  # study seed: data, sampler of the search, base of trial seeds
+    dataset: ComponentSpec = {"name": "shapes", "resolution": 32}
+    model: ComponentSpec = {"name": "uvit", "preset": "small"}
+    diffusion: DiffusionSpec = DiffusionSpec()
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+
+
+class StudySpec(TrialConfig):
+    search: SearchSpec = SearchSpec()
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="swd")], min_length=1)
+
+    def base_config(self) -> dict[str, Any]:
+        """The trial config without search and objectives, as plain JSON-able data."""
+        return self.model_dump(mode="json", exclude={"search", "objectives"})

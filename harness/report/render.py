@@ -1,0 +1,186 @@
+"""Write a study's report: extract (``harness.summaries`` + ``data``), then render CSV, PNG and HTML."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from harness.report import data, plots
+from harness.store import Store
+from harness.summaries import StudyTables, summarize
+
+SUMMARY_FILE = "summary.csv"
+TRIALS_FILE = "trials.csv"
+
+
+def fmt(value: Any) -> str:
+    """A cell for the HTML tables: 4 significant digits for floats, blank for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def table(frame: pd.DataFrame) -> dict[str, list]:
+    return {
+        "columns": [str(c) for c in frame.columns],
+        "rows": [[fmt(v) for v in row] for row in frame.itertuples(index=False)],
+    }
+
+
+def _plot_all(tables: StudyTables, frame: pd.DataFrame, curves: dict, importances, out: Path):
+    figures: list[plots.Figure] = []
+    missing: list[tuple[str, str]] = []
+    jobs = [
+        ("Effects per factor", lambda: plots.plot_effects(tables, frame, out)),
+        ("Objective vs FLOPs (Pareto front)", lambda: plots.plot_pareto(tables, frame, out)),
+        ("Throughput and MFU", lambda: plots.plot_throughput(tables, frame, out)),
+        ("Loss curves", lambda: plots.plot_losses(tables, curves, out)),
+        ("SWD per pyramid level", lambda: plots.plot_swd_levels(tables, frame, out)),
+    ]
+    if importances[0] is not None:
+        jobs.append(("Parameter importances", lambda: plots.plot_importances(importances[0], out)))
+    else:
+        missing.append(("Parameter importances", importances[1]))
+    for title, job in jobs:
+        try:
+            figures += job()
+        except plots.Skip as why:
+            missing.append((title, str(why)))
+        except Exception as err:  # noqa: BLE001 - one broken plot must not lose the whole report
+            plt.close("all")
+            missing.append((title, f"plotting failed: {type(err).__name__}: {' '.join(str(err).split())}"))
+    return figures, missing
+
+
+def _copy_samples(grids: pd.DataFrame, out: Path) -> tuple[list[dict], list[tuple[str, str]]]:
+    shown, missing = [], []
+    if len(grids):
+        (out / "samples").mkdir(exist_ok=True)
+    for rec in grids.itertuples(index=False):
+        source = Path(rec.path)
+        target = out / "samples" / f"trial_{int(rec.trial_number)}{source.suffix or '.png'}"
+        if not source.is_file():
+            missing.append((f"Samples of trial {int(rec.trial_number)}", f"file not found: {rec.path}"))
+            continue
+        shutil.copyfile(source, target)
+        shown.append(
+            {
+                "trial": int(rec.trial_number),
+                "config": rec.config,
+                "seed": fmt(rec.seed),
+                "file": f"samples/{target.name}",
+                "source": str(rec.path),
+            }
+        )
+    return shown, missing
+
+
+def write_report(store: Store, study: str, out: Path) -> Path:
+    """Render ``study`` from ``store`` into ``out`` (created); returns the path of index.html."""
+    tables = summarize(store, study)
+    out.mkdir(parents=True, exist_ok=True)
+    tables.trial_csv().to_csv(out / TRIALS_FILE, index=False)
+    tables.effects.to_csv(out / SUMMARY_FILE, index=False)
+
+    frame = tables.trials.assign(config=data.config_labels(tables))
+    done = frame[frame["state"] == "complete"]
+    figures: list[plots.Figure] = []
+    missing: list[tuple[str, str]] = []
+    samples: list[dict] = []
+    if len(done):
+        curves = {name: data.stepped(tables, name) for name in ("train_loss", "val_loss_by_logsnr")}
+        figures, missing = _plot_all(tables, frame, curves, data.importances(tables, store), out)
+    grids = data.sample_grids(tables, store)
+    samples, missing_samples = _copy_samples(grids, out)
+    missing += missing_samples
+
+    problems = frame[frame["state"].isin(["failed", "pruned"])]
+    unavailable = _unavailable(tables)
+    env = Environment(
+        loader=PackageLoader("harness.report", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    html = env.get_template("index.html").render(
+        study=tables.name,
+        prov=data.provenance(tables, store),
+        n_trials=len(frame),
+        n_complete=len(done),
+        warnings=tables.warnings,
+        objectives=tables.objectives,
+        factors=tables.factors,
+        seed_key=tables.seed_key,
+        effects=table(_effects_view(tables.effects)),
+        has_effects=len(tables.effects) > 0,
+        figures=figures,
+        missing=missing,
+        samples=samples,
+        problems=[
+            {
+                "number": int(r.trial_number),
+                "state": r.state,
+                "config": r.config,
+                "error": r.error if isinstance(r.error, str) and r.error else "(no reason recorded)",
+            }
+            for r in problems.itertuples(index=False)
+        ],
+        unavailable=unavailable,
+        trials=table(tables.trial_csv()),
+        files={"trials": TRIALS_FILE, "summary": SUMMARY_FILE},
+    )
+    (out / "index.html").write_text(html, encoding="utf-8")
+    return out / "index.html"
+
+
+def _effects_view(effects: pd.DataFrame) -> pd.DataFrame:
+    """The effects table as shown: CIs as ``[low, high]`` pairs, fewer columns than summary.csv."""
+    view = pd.DataFrame(
+        {
+            "factor": effects["factor"],
+            "level": effects["level"],
+            "objective": effects["objective"],
+            "n": effects["n"],
+            "mean": effects["mean"],
+            "std": effects["std"],
+            "95% CI": [_ci(a, b) for a, b in zip(effects["ci_low"], effects["ci_high"], strict=True)],
+            "diff to base": effects["diff"],
+            "95% CI of diff": [_ci(a, b) for a, b in zip(effects["diff_ci_low"], effects["diff_ci_high"], strict=True)],
+            "p": effects["p_value"],
+            "test": effects["test"],
+            "pairs": effects["n_pairs"].where(effects["n_pairs"] > 0),
+            "warning": effects["warning"],
+        }
+    )
+    return view
+
+
+def _ci(low: float, high: float) -> str:
+    return "" if pd.isna(low) or pd.isna(high) else f"[{low:.4g}, {high:.4g}]"
+
+
+def _unavailable(tables: StudyTables) -> list[dict]:
+    """Scalar metrics recorded as unavailable (value NULL) with the reason from their attrs."""
+    import json
+
+    m = tables.metrics
+    rows = m[m["step"].isna() & m["value"].isna()] if len(m) else m
+    out = []
+    for rec in rows.itertuples(index=False):
+        attrs = json.loads(rec.attrs_json) if isinstance(rec.attrs_json, str) and rec.attrs_json else {}
+        out.append(
+            {
+                "trial": int(rec.trial_number),
+                "name": rec.name,
+                "reason": str(attrs.get("reason") or attrs.get("error") or "(no reason recorded)"),
+            }
+        )
+    return out

@@ -1,0 +1,195 @@
+"""The trial runner: one resolved trial config in, one result out (no Optuna, no database in here).
+
+Seeds from the study seed and the trial's ``train.seed``; builds the components; trains; evaluates
+(a sample grid PNG, validation loss per logSNR bucket on held-out data, the metrics of ``eval.metrics``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import save_image
+
+import components
+from components.denoiser import Denoiser
+from harness.metrics import METRICS, EvalContext, FidOptions, PeakMemory, ThroughputMeter
+from harness.train import to_float, train
+
+
+@dataclass
+class TrialResult:
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # {name, value, step, unit, attrs}
+    artifacts: list[tuple[str, str]] = field(default_factory=list)  # (kind, path)
+    resumed_from: int = 0
+
+
+def derive_seed(study_seed: int, trial_seed: int) -> int:
+    """A 31-bit seed from (study seed, trial seed): replicates differ, reruns repeat."""
+    digest = hashlib.sha256(f"{study_seed}:{trial_seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Identity of a trial's work (checkpoints are kept per config, so a retried trial resumes)."""
+    relevant = {k: v for k, v in config.items() if k not in ("storage",)}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_denoiser(config: dict[str, Any], num_classes: int, device: torch.device) -> Denoiser:
+    model_spec = dict(config["model"])
+    model_spec["num_classes"] = num_classes
+    network = components.build("network", model_spec).to(device)
+    diffusion = config["diffusion"]
+    return Denoiser(
+        network,
+        components.build("schedule", diffusion["schedule"]),
+        components.build("parametrization", diffusion["parametrization"]),
+        components.build("loss", diffusion["loss"]),
+    ).to(device)
+
+
+@torch.no_grad()
+def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: dict[str, Any], seed: int) -> list[dict]:
+    """Unweighted eps-MSE on held-out images (comparable across loss ablations), overall and per logSNR
+    bucket (fixed edges over [-15, 15], open at both ends); t is stratified over [0, 1]."""
+    gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+    device = images.device
+    net = denoiser.network
+    was_training = net.training
+    net.eval()
+    edges = torch.linspace(-15.0, 15.0, cfg["val_buckets"] + 1)
+    edges[0], edges[-1] = -float("inf"), float("inf")
+    losses, logsnrs = [], []
+    for _ in range(cfg["val_repeats"]):
+        for chunk in images.split(cfg["batch_size"]):
+            b = chunk.shape[0]
+            t = ((torch.arange(b) + torch.rand(b, generator=gen)) / b)[torch.randperm(b, generator=gen)]
+            eps = torch.randn(chunk.shape, generator=gen)
+            x = to_float(chunk)
+            logsnr = denoiser.schedule.logsnr(t.to(device))
+            alpha, sigma = torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
+            z = alpha.view(-1, 1, 1, 1) * x + sigma.view(-1, 1, 1, 1) * eps.to(device)
+            _, eps_hat = denoiser.predict(z, logsnr, None)
+            losses.append((eps_hat - eps.to(device)).pow(2).flatten(1).mean(1).cpu())
+            logsnrs.append(logsnr.cpu())
+    net.train(was_training)
+    loss, lam = torch.cat(losses), torch.cat(logsnrs)
+    out = [{"name": "val_loss", "value": loss.mean().item(), "attrs": {"n": int(loss.numel()), "loss": "eps_mse"}}]
+    for i in range(cfg["val_buckets"]):
+        mask = (lam >= edges[i]) & (lam < edges[i + 1])
+        value = loss[mask].mean().item() if mask.any() else None
+        attrs = {"logsnr_low": float(edges[i]), "logsnr_high": float(edges[i + 1]), "n": int(mask.sum())}
+        out.append({"name": "val_loss_by_logsnr", "value": value, "step": i, "attrs": attrs})
+    return out
+
+
+class SampleCache:
+    """Generates the evaluation samples once (uint8 [N, C, H, W]) and measures sampling speed."""
+
+    def __init__(self, denoiser: Denoiser, config: dict[str, Any], shape, device, seed: int, stats: dict):
+        self.denoiser, self.config, self.shape, self.device, self.seed = denoiser, config, shape, device, seed
+        self.stats, self._images = stats, None
+
+    def __call__(self) -> torch.Tensor:
+        if self._images is None:
+            self._images = self._generate()
+        return self._images
+
+    def _generate(self) -> torch.Tensor:
+        ev = self.config["eval"]
+        sampler = components.build("sampler", ev["sampler"])
+        gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
+        meter = ThroughputMeter(self.device, warmup=1)
+        chunks, left = [], ev["num_samples"]
+        wall0 = time.perf_counter()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        with PeakMemory(self.device) as memory, autocast:
+            while left > 0:
+                b = min(left, ev["batch_size"])
+                with meter.step(b):
+                    x = sampler.sample(
+                        self.denoiser.predict,
+                        self.denoiser.schedule,
+                        (b, *self.shape),
+                        generator=gen,
+                        device=self.device,
+                    )
+                chunks.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+                left -= b
+        steps = sampler.steps
+        ips = meter.images_per_s or ev["num_samples"] / max(time.perf_counter() - wall0, 1e-9)
+        self.stats.update(
+            sample_images_per_s=ips,
+            sample_seconds_per_step=(ev["batch_size"] / ips) / steps if ips else None,
+            sample_peak_memory_bytes=memory.peak_bytes,
+            wall_s_sample=time.perf_counter() - wall0,
+            sampler_steps=steps,
+        )
+        return torch.cat(chunks)
+
+
+def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: bool = True) -> TrialResult:
+    """Train and evaluate one trial; ``workdir`` gets the checkpoint and the sample grid."""
+    seed = derive_seed(config["seed"], config["train"]["seed"])
+    device = pick_device(config["train"]["device"])
+    dataset_spec = {**config["dataset"], "cache_dir": str(cache_dir)}
+    dataset = components.build("dataset", dataset_spec)
+    train_list, hold_list = dataset.split(config["train"]["holdout_fraction"], seed=config["seed"])
+    images = dataset.images.to(device)
+    train_idx, hold_idx = torch.tensor(train_list), torch.tensor(hold_list)
+    labels = dataset.labels.to(device) if dataset.labels is not None else None
+    denoiser = build_denoiser(config, dataset.num_classes, device)
+    torch.manual_seed(seed)
+    trained = train(
+        denoiser,
+        images[train_idx.to(device)],
+        labels[train_idx.to(device)] if labels is not None else None,
+        dataset.num_classes,
+        config["train"],
+        device,
+        workdir / "checkpoint",
+        seed,
+        progress,
+    )
+    result = TrialResult(resumed_from=trained.resumed_from)
+    result.artifacts.append(("checkpoint", str(workdir / "checkpoint" / "latest.pt")))
+    result.metrics += [{"name": "train_loss", "value": v, "step": s} for s, v in trained.curve]
+    result.metrics.append({"name": "resumed_from_step", "value": trained.resumed_from, "unit": "step"})
+    ema_denoiser = Denoiser(trained.ema, denoiser.schedule, denoiser.parametrization, denoiser.loss_fn)
+    result.metrics += validation_loss(ema_denoiser, images[hold_idx.to(device)], config["eval"], seed)
+    shape = (dataset.channels, dataset.resolution, dataset.resolution)
+    stats = dict(trained.stats)
+    samples = SampleCache(ema_denoiser, config, shape, device, seed, stats)
+    grid = samples()[: config["eval"]["grid_size"]]
+    grid_path = workdir / "samples.png"
+    save_image(grid.float() / 255.0, grid_path, nrow=int(max(1, round(grid.shape[0] ** 0.5))))
+    result.artifacts.append(("sample_grid", str(grid_path)))
+    ctx = EvalContext(
+        network=trained.ema,
+        image_shape=shape,
+        device=device,
+        dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        samples=samples,
+        reference=dataset.images,
+        dataset_fingerprint=dataset.fingerprint,
+        fid=FidOptions(**config["eval"]["fid"]),
+        seed=seed,
+        cache_dir=cache_dir,
+        stats=stats,
+    )
+    for name in config["eval"]["metrics"]:
+        for value in METRICS[name]().compute(ctx):
+            result.metrics.append({"name": value.name, "value": value.value, "unit": value.unit, "attrs": value.attrs})
+    return result

@@ -1,0 +1,110 @@
+"""The search space: dotted key paths -> a list of values or a range; labels, grid cells, suggestions.
+
+Values may be component specs (mappings); Optuna's categorical choices must be scalars, so each value is
+represented by a readable label (``shifted_cosine(base_resolution=32)``) and decoded when merged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import optuna
+
+from harness.config import RangeSpec
+
+
+def label(value: Any) -> str | int | float | bool | None:
+    """A readable, stable scalar for a value: scalars as they are, a spec as ``name(k=v, ...)``."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        args = ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({args})" if args else value["name"]
+    return json.dumps(value, sort_keys=True)
+
+
+def get_path(config: dict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def set_path(config: dict, key: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating mappings on the way; a string component spec on the way
+    becomes ``{"name": spec}`` so a parameter can be set on it."""
+    parts = key.split(".")
+    node = config
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str):
+            child = {"name": child}
+        elif not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+class Dimension:
+    """One searched key: its values (lists) or its range, and the labels Optuna sees."""
+
+    def __init__(self, key: str, spec: list[Any] | RangeSpec):
+        self.key = key
+        self.range = spec if isinstance(spec, RangeSpec) else None
+        self.values = list(spec) if isinstance(spec, list) else None
+        if self.values is not None:
+            self.labels = [label(v) for v in self.values]
+            if len(set(map(repr, self.labels))) != len(self.labels):
+                raise ValueError("values repeat")
+
+    def grid_values(self) -> list[Any]:
+        """Every value of a grid axis; a range needs a step."""
+        if self.values is not None:
+            return self.values
+        assert self.range is not None
+        if self.range.step is None:
+            raise ValueError("a grid needs a list of values or a range with 'step'")
+        if self.range.log:
+            raise ValueError("a grid cannot use a log range; list the values")
+        n = int(round((self.range.high - self.range.low) / self.range.step)) + 1
+        vals = [self.range.low + i * self.range.step for i in range(n)]
+        return [int(round(v)) for v in vals] if self.range.is_int else vals
+
+    def probe_values(self) -> list[Any]:
+        """Values to validate before the first trial: every listed value, or a range's endpoints."""
+        if self.values is not None:
+            return self.values
+        assert self.range is not None
+        ends = [self.range.low, self.range.high]
+        return [int(v) for v in ends] if self.range.is_int else ends
+
+    def decode(self, label_value: Any) -> Any:
+        if self.values is None:
+            return label_value
+        return self.values[[repr(x) for x in self.labels].index(repr(label_value))]
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """The Optuna parameter (a label or a number) for this key."""
+        if self.values is not None:
+            return trial.suggest_categorical(self.key, self.labels)
+        assert self.range is not None
+        r = self.range
+        if r.is_int:
+            return trial.suggest_int(self.key, int(r.low), int(r.high), step=int(r.step or 1), log=r.log)
+        return trial.suggest_float(self.key, r.low, r.high, step=r.step, log=r.log)
+
+
+def grid_cells(dims: list[Dimension]) -> list[dict[str, Any]]:
+    """Every combination, in file order (last key varies fastest): [{key: value}, ...]."""
+    axes = [d.grid_values() for d in dims]
+    return [dict(zip([d.key for d in dims], combo, strict=True)) for combo in itertools.product(*axes)]
+
+
+def cell_labels(dims: list[Dimension], cell: dict[str, Any]) -> dict[str, Any]:
+    by_key = {d.key: d for d in dims}
+    return {k: (label(v) if by_key[k].values is not None else v) for k, v in cell.items()}

@@ -1,0 +1,242 @@
+"""The harness's tables (``harness_`` prefix) beside Optuna's in the same SQL database.
+
+Rows are keyed by (study name, trial number), never by Optuna's internal ids, so that a database can be
+read by scripts that know nothing of Optuna. Schema (version ``SCHEMA_VERSION``):
+
+- ``harness_schema``: one row, the schema version.
+- ``harness_studies``: study name, study file path, resolved spec (JSON), search space, objectives,
+  creation time.
+- ``harness_trials``: one row per trial: params (the searched values, JSON), resolved config (JSON),
+  state (running | complete | failed | pruned), error text, timings, environment (host, device, versions,
+  git revision).
+- ``harness_metrics``: one row per metric value: name, value (NULL = unavailable), step (training step for
+  curves, bucket index for per-bucket values, else NULL), unit, attrs (JSON: what a reader needs to
+  compare the value, e.g. FID's sample counts and reference set).
+- ``harness_artifacts``: files a trial produced (sample grids, checkpoints) by path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+schema_table = Table("harness_schema", metadata, Column("version", Integer, nullable=False))
+
+studies_table = Table(
+    "harness_studies",
+    metadata,
+    Column("study_name", String(512), primary_key=True),
+    Column("study_file", Text),
+    Column("spec_json", Text, nullable=False),
+    Column("search_json", Text, nullable=False),
+    Column("objectives_json", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+trials_table = Table(
+    "harness_trials",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_name", String(512), nullable=False, index=True),
+    Column("trial_number", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("params_json", Text, nullable=False),
+    Column("config_json", Text, nullable=False),
+    Column("error", Text),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("duration_s", Float),
+    Column("host", String(256)),
+    Column("device", String(256)),
+    Column("torch_version", String(64)),
+    Column("cuda_version", String(64)),
+    Column("git_revision", String(64)),
+    Column("env_json", Text),
+    UniqueConstraint("study_name", "trial_number", name="uq_harness_trial"),
+)
+
+metrics_table = Table(
+    "harness_metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_name", String(512), nullable=False, index=True),
+    Column("trial_number", Integer, nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("value", Float),
+    Column("step", Integer),
+    Column("unit", String(32)),
+    Column("attrs_json", Text),
+)
+
+artifacts_table = Table(
+    "harness_artifacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_name", String(512), nullable=False, index=True),
+    Column("trial_number", Integer, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+)
+
+
+class SchemaMismatch(RuntimeError):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+class Store:
+    """Read and write the harness tables of one database (SQLAlchemy URL)."""
+
+    def __init__(self, url: str, engine: Engine | None = None):
+        self.url = url
+        self.engine = engine or create_engine(url, future=True)
+
+    # -- schema -------------------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create the tables when missing; refuse a database written by another schema version."""
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            version = conn.execute(select(schema_table.c.version)).scalar()
+            if version is None:
+                conn.execute(insert(schema_table).values(version=SCHEMA_VERSION))
+            elif version != SCHEMA_VERSION:
+                raise SchemaMismatch(f"harness schema version {version} in {self.url}, expected {SCHEMA_VERSION}")
+
+    def has_schema(self) -> bool:
+        from sqlalchemy import inspect
+
+        return inspect(self.engine).has_table("harness_trials")
+
+    # -- writes -------------------------------------------------------------------------------------
+    def record_study(self, name: str, study_file: str | None, spec: dict, search: dict, objectives: list) -> None:
+        row = {
+            "study_file": study_file,
+            "spec_json": json.dumps(spec, sort_keys=True),
+            "search_json": json.dumps(search, sort_keys=True),
+            "objectives_json": json.dumps(objectives),
+        }
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(studies_table.c.study_name).where(studies_table.c.study_name == name))
+            if exists.first() is None:
+                conn.execute(insert(studies_table).values(study_name=name, created_at=_now(), **row))
+            else:
+                conn.execute(update(studies_table).where(studies_table.c.study_name == name).values(**row))
+
+    def start_trial(self, study: str, number: int, params: dict, config: dict, env: dict[str, Any]) -> None:
+        """A trial row in state ``running``; a rerun of the same number (a retry) replaces the old rows."""
+        self.delete_trial(study, number)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(trials_table).values(
+                    study_name=study,
+                    trial_number=number,
+                    state="running",
+                    params_json=json.dumps(params, sort_keys=True),
+                    config_json=json.dumps(config, sort_keys=True),
+                    started_at=_now(),
+                    host=env.get("host"),
+                    device=env.get("device"),
+                    torch_version=env.get("torch_version"),
+                    cuda_version=env.get("cuda_version"),
+                    git_revision=env.get("git_revision"),
+                    env_json=json.dumps(env, sort_keys=True),
+                )
+            )
+
+    def finish_trial(
+        self, study: str, number: int, state: str, error: str | None = None, duration_s: float | None = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(trials_table)
+                .where(trials_table.c.study_name == study, trials_table.c.trial_number == number)
+                .values(state=state, error=error, finished_at=_now(), duration_s=duration_s)
+            )
+
+    def add_metrics(self, study: str, number: int, values: Iterable[dict[str, Any]]) -> None:
+        """Each value: name, value (None = unavailable), optional step, unit, attrs."""
+        rows = [
+            {
+                "study_name": study,
+                "trial_number": number,
+                "name": v["name"],
+                "value": _finite_or_none(v.get("value")),
+                "step": v.get("step"),
+                "unit": v.get("unit"),
+                "attrs_json": json.dumps(v.get("attrs") or {}, sort_keys=True, default=str),
+            }
+            for v in values
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(metrics_table), rows)
+
+    def add_artifact(self, study: str, number: int, kind: str, path: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(artifacts_table).values(study_name=study, trial_number=number, kind=kind, path=path))
+
+    def delete_trial(self, study: str, number: int) -> None:
+        with self.engine.begin() as conn:
+            for table in (trials_table, metrics_table, artifacts_table):
+                conn.execute(delete(table).where(table.c.study_name == study, table.c.trial_number == number))
+
+    # -- reads --------------------------------------------------------------------------------------
+    def _frame(self, table: Table, study: str | None) -> pd.DataFrame:
+        if not self.has_schema():
+            return pd.DataFrame(columns=[c.name for c in table.columns])
+        query = select(table)
+        if study is not None:
+            query = query.where(table.c.study_name == study)
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in table.columns])
+
+    def studies(self) -> pd.DataFrame:
+        return self._frame(studies_table, None)
+
+    def study(self, name: str) -> dict[str, Any] | None:
+        frame = self._frame(studies_table, name)
+        return None if frame.empty else frame.iloc[0].to_dict()
+
+    def trials(self, study: str | None = None) -> pd.DataFrame:
+        return self._frame(trials_table, study).sort_values(["study_name", "trial_number"], ignore_index=True)
+
+    def metrics(self, study: str | None = None) -> pd.DataFrame:
+        return self._frame(metrics_table, study)
+
+    def artifacts(self, study: str | None = None) -> pd.DataFrame:
+        return self._frame(artifacts_table, study)

@@ -1,0 +1,110 @@
+"""``python -m harness.study STUDY.yaml [--storage URL] [--n-trials N] [--set KEY=VALUE ...] [--dry-run]``
+
+Runs (or resumes) a study: Optuna picks the trials, the runner trains and evaluates each, and every result
+lands in the study's database beside Optuna's own tables. Rerunning the same command runs only what is
+missing; a failed trial is recorded with its reason and the study goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+import optuna
+import yaml
+
+from harness.errors import UsageError, cli_main
+from harness.space import cell_labels, grid_cells
+from harness.storage import check_storage_url, resolve_storage, sqlite_path
+from harness.studyfile import LoadedStudy, load_study
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness.study", description=__doc__.split("\n\n")[1])
+    parser.add_argument("study", help="the study file (YAML)")
+    parser.add_argument("--storage", help="database URL (default: study's storage, $HARNESS_STORAGE, sqlite)")
+    parser.add_argument("--n-trials", help="run at most this many trials now")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key path")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the trials; train nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def slug(name: str) -> str:
+    """A directory name for a study name (names may hold any characters)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "study"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "simple-diffusion-harness")
+
+
+def results_dir(storage: str) -> Path:
+    """Artifacts go beside a SQLite database, else under ./results (or $HARNESS_RESULTS_DIR)."""
+    if os.environ.get("HARNESS_RESULTS_DIR"):
+        return Path(os.environ["HARNESS_RESULTS_DIR"])
+    path = sqlite_path(storage)
+    return path.parent if path is not None else Path("results")
+
+
+def planned_trials(loaded: LoadedStudy) -> list[dict]:
+    """The grid's cells (values by key) in order; empty for tpe/random (sampled while running)."""
+    return grid_cells(loaded.dims) if loaded.spec.search.sampler == "grid" else []
+
+
+def print_dry_run(loaded: LoadedStudy, storage: str) -> None:
+    spec = loaded.spec
+    cells = planned_trials(loaded)
+    objectives = ", ".join(f"{o.metric} ({o.direction})" for o in spec.objectives)
+    print(f"study {spec.name!r} from {loaded.path}: sampler {spec.search.sampler}, storage {storage}")
+    print(f"objectives: {objectives}")
+    if spec.search.sampler != "grid":
+        print(f"{spec.search.n_trials} trials sampled by {spec.search.sampler} (seed {spec.seed}) from:")
+        for dim in loaded.dims:
+            print(f"  {dim.key}: {dim.labels if dim.values is not None else dim.range.model_dump()}")
+        print("# base configuration")
+        print(yaml.safe_dump(loaded.base, sort_keys=False).rstrip())
+        return
+    print(f"{len(cells)} trials in the grid")
+    for i, cell in enumerate(cells):
+        labels = ", ".join(f"{k}={v}" for k, v in cell_labels(loaded.dims, cell).items())
+        print(f"\n# trial {i}: {labels or '(base configuration)'}")
+        print(yaml.safe_dump(loaded.trial_config(cell), sort_keys=False).rstrip())
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    loaded = load_study(args.study, args.set)
+    n_trials = None
+    if args.n_trials is not None:
+        try:
+            n_trials = int(args.n_trials)
+        except ValueError:
+            n_trials = 0
+        if n_trials < 1:
+            raise UsageError(f"{args.study}: --n-trials: must be a positive integer, got {args.n_trials!r}")
+    storage = resolve_storage(args.storage, loaded.spec.storage)
+    check_storage_url(storage, "--storage" if args.storage else f"{args.study}: storage")
+    if args.dry_run:
+        print_dry_run(loaded, storage)
+        return 0
+    from harness.optimize import run_study
+
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        summary = run_study(loaded, storage, n_trials, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\ninterrupted: completed trials are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Read a study file, apply ``--set`` overrides, validate everything, and resolve the trial configs.
+
+Every problem is a ``UsageError`` whose one-line message names the file and the key path; nothing here
+touches the database or writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+import components
+from components.registry import ComponentError, did_you_mean
+from harness.config import StudySpec, TrialConfig
+from harness.errors import UsageError
+from harness.space import Dimension, get_path, set_path
+from harness.yamlio import loads
+
+_UNION_TAGS = ("str", "dict[str,any]", "list[any]", "RangeSpec", "int", "float", "bool", "none")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a study file")
+    try:
+        data = loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file (UTF-8)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise UsageError(f"{path}: malformed YAML: {where}{problem}") from None
+    if data is None:
+        raise UsageError(f"{path}: empty study file")
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a study file is a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], path: Path) -> dict[str, Any]:
+    """``KEY=VALUE`` with VALUE parsed as YAML; ``search.space.<dotted key>`` keeps its dotted key."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise UsageError(f"{path}: --set {item!r}: expected KEY=VALUE with a dotted key path")
+        try:
+            value = loads(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UsageError(f"{path}: --set {key}: value {raw!r} is not valid YAML") from None
+        if key.startswith("search.space."):
+            space = data.setdefault("search", {}).setdefault("space", {})
+            if not isinstance(space, dict):
+                raise UsageError(f"{path}: --set {key}: search.space is not a mapping")
+            space[key[len("search.space.") :]] = value
+        else:
+            set_path(data, key, value)
+    return data
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def format_pydantic(err: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
+    """(key path, message) of the first error; union alternatives for one key are joined with 'or'."""
+    errors = err.errors()
+
+    def clean(loc: tuple) -> tuple:
+        return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
+
+    first_loc = clean(errors[0]["loc"])
+    same = [e for e in errors if clean(e["loc"]) == first_loc]
+    key = ".".join(str(p) for p in first_loc) or "(top level)"
+    if errors[0]["type"] == "extra_forbidden":
+        known = _fields_at(model, first_loc)
+        hint = did_you_mean(str(first_loc[-1]), known)
+        return key, f"unknown key{hint}" + (f" known: {', '.join(known)}" if known else "")
+    if errors[0]["type"] == "missing":
+        return key, "required key is missing"
+    msgs = " or ".join(dict.fromkeys(e["msg"] for e in same))
+    got = errors[0].get("input")
+    return key, f"{msgs} (got {json.dumps(got, default=str)[:80]})"
+
+
+def _component_error(section: str, err: ComponentError) -> UsageError:
+    key, msg = err.key, err.message
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        head, sep, rest = msg.partition(": ")
+        if sep and head.replace(".", "").replace("_", "").isalnum():
+            key, msg = f"{key}.{head}", rest
+    return UsageError(f"{section}.{key}: {msg}" if key != "(spec)" else f"{section}: {msg}")
+
+
+def _fill(spec: Any, family: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The spec as a mapping, with ``defaults`` added for parameters the component has but the user left
+    out (e.g. the dataset's resolution for a schedule)."""
+    mapping = {"name": spec} if isinstance(spec, str) else dict(spec)
+    cls = components.REGISTRIES[family].get(mapping.get("name"))
+    if cls is not None:
+        for key, value in defaults.items():
+            if key in cls.model_fields and key not in mapping:
+                mapping[key] = value
+    return mapping
+
+
+def _resolve_component(section: str, family: str, spec: Any, defaults: dict | None = None) -> dict[str, Any]:
+    try:
+        return components.validate(family, _fill(spec, family, defaults or {})).to_spec()
+    except ComponentError as err:
+        raise _component_error(section, err) from None
+
+
+def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate a trial config and spell out every component parameter (UsageError without file name)."""
+    try:
+        trial = TrialConfig.model_validate(config)
+    except ValidationError as err:
+        key, msg = format_pydantic(err, TrialConfig)
+        raise UsageError(f"{key}: {msg}") from None
+    out = trial.model_dump(mode="json")
+    out["dataset"] = _resolve_component("dataset", "dataset", out["dataset"])
+    res = out["dataset"].get("resolution")
+    sized = {"resolution": res} if res else {}
+    out["model"] = _resolve_component("model", "network", out["model"], sized)
+    diff = out["diffusion"]
+    diff["schedule"] = _resolve_component("diffusion.schedule", "schedule", diff["schedule"], sized)
+    diff["parametrization"] = _resolve_component(
+        "diffusion.parametrization", "parametrization", diff["parametrization"]
+    )
+    diff["loss"] = _resolve_component("diffusion.loss", "loss", diff["loss"])
+    out["eval"]["sampler"] = _resolve_component("eval.sampler", "sampler", out["eval"]["sampler"])
+    out["eval"]["fid"], out["eval"]["metrics"] = _resolve_metrics(out["eval"])
+    return out
+
+
+def _resolve_metrics(eval_section: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    from harness.metrics import METRICS, FidOptions
+
+    for i, name in enumerate(eval_section["metrics"]):
+        if name not in METRICS:
+            known = sorted(METRICS)
+            raise UsageError(
+                f"eval.metrics.{i}: unknown metric {name!r}{did_you_mean(name, known)} known: {', '.join(known)}"
+            )
+    try:
+        fid = FidOptions.model_validate(eval_section["fid"]).model_dump(mode="json")
+    except ValidationError as err:
+        key, msg = format_pydantic(err, FidOptions)
+        raise UsageError(f"eval.fid.{key}: {msg}") from None
+    return fid, list(dict.fromkeys(eval_section["metrics"]))
+
+
+class LoadedStudy:
+    """A validated study: the spec, its resolved base config, the search dimensions, the file."""
+
+    def __init__(self, path: Path, spec: StudySpec, base: dict[str, Any], dims: list[Dimension]):
+        self.path, self.spec, self.base, self.dims = path, spec, base, dims
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def trial_config(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The resolved config of one trial: the raw base with ``values`` merged in, then resolved."""
+        raw = self.spec.base_config()
+        for key, value in values.items():
+            set_path(raw, key, copy.deepcopy(value))
+        return resolve(raw)
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> LoadedStudy:
+    """Read, override, validate and resolve a study file; every search value is checked here."""
+    path = Path(path)
+    data = apply_overrides(read_yaml(path), overrides or [], path)
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as err:
+        key, msg = format_pydantic(err, StudySpec)
+        raise UsageError(f"{path}: {key}: {msg}") from None
+    try:
+        base = resolve(spec.base_config())
+    except UsageError as err:
+        raise UsageError(f"{path}: {err}") from None
+    dims = _check_search(path, spec, base)
+    _check_objectives(path, spec, base)
+    return LoadedStudy(path, spec, base, dims)
+
+
+def _check_search(path: Path, spec: StudySpec, base: dict[str, Any]) -> list[Dimension]:
+    dims = []
+    for key, values in spec.search.space.items():
+        where = f"{path}: search.space.{key}"
+        try:
+            get_path(base, key)
+        except KeyError:
+            raise UsageError(f"{where}: the key is not in the base config (search keys must exist there)") from None
+        if isinstance(values, list) and not values:
+            raise UsageError(f"{where}: empty list of values")
+        try:
+            dim = Dimension(key, values)
+            if spec.search.sampler == "grid":
+                dim.grid_values()
+        except ValueError as err:
+            raise UsageError(f"{where}: {err}") from None
+        dims.append(dim)
+    if spec.search.sampler != "grid" and spec.search.n_trials is None:
+        raise UsageError(f"{path}: search.n_trials: required for the {spec.search.sampler} sampler")
+    probe = LoadedStudy(path, spec, base, dims)
+    for dim in dims:
+        for value in dim.probe_values():
+            try:
+                probe.trial_config({dim.key: value})
+            except UsageError as err:
+                shown = json.dumps(value, default=str)
+                raise UsageError(f"{path}: search.space.{dim.key}: value {shown} is invalid: {err}") from None
+    if spec.search.sampler == "grid":
+        from harness.space import grid_cells
+
+        for cell in grid_cells(dims):
+            try:
+                probe.trial_config(cell)
+            except UsageError as err:
+                raise UsageError(
+                    f"{path}: search.space: the combination {json.dumps(cell)} is invalid: {err}"
+                ) from None
+    return dims
+
+
+def _check_objectives(path: Path, spec: StudySpec, base: dict[str, Any]) -> None:
+    from harness.metrics import FidOptions, metric_outputs, preflight
+
+    produced = {"val_loss", "train_loss"}
+    for name in base["eval"]["metrics"]:
+        produced |= set(metric_outputs(name))
+    for i, obj in enumerate(spec.objectives):
+        if obj.metric not in produced and not any(obj.metric.startswith(p + "_") for p in ("swd",)):
+            known = sorted(produced)
+            raise UsageError(
+                f"{path}: objectives.{i}.metric: {obj.metric!r} is not produced by eval.metrics"
+                f"{did_you_mean(obj.metric, known)} produced: {', '.join(known)}"
+            )
+    try:
+        preflight(base["eval"]["metrics"], FidOptions(**base["eval"]["fid"]), [o.metric for o in spec.objectives])
+    except ValueError as err:
+        raise UsageError(f"{path}: objectives: {err}") from None

@@ -1,0 +1,178 @@
+"""The training loop: AdamW with linear warm-up, gradient clipping, EMA of weights, bf16 autocast on CUDA,
+optional torch.compile, checkpoints with automatic resume, a loss curve, a progress bar.
+
+A non-finite loss raises ``Diverged`` with the step; the runner records the trial as failed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from components.denoiser import Denoiser
+from harness.errors import Diverged
+from harness.metrics import PeakMemory, ThroughputMeter
+
+
+@dataclass
+class TrainResult:
+    ema: nn.Module  # EMA copy of the backbone (eval mode)
+    steps: int  # steps done in total
+    resumed_from: int  # step of the checkpoint this run started from (0 = fresh)
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since the last point)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 [B, C, H, W] -> float in [-1, 1]."""
+    return images.float().div(127.5).sub(1.0)
+
+
+class Ema:
+    """EMA of weights with the usual warm-up, decay_t = min(decay, (1 + t) / (10 + t)), so that short runs
+    do not evaluate (mostly) initial weights."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "data": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(gen: torch.Generator, state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(
+    denoiser: Denoiser,
+    images: Tensor,
+    labels: Tensor | None,
+    num_classes: int,
+    cfg: dict[str, Any],
+    device: torch.device,
+    checkpoint_dir: Path | None,
+    seed: int,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``denoiser.network`` on ``images`` (uint8 [N, C, H, W], on ``device``) for ``cfg['steps']``.
+
+    ``cfg`` is the study file's ``train`` section. Resumes from ``checkpoint_dir/latest.pt`` when present.
+    """
+    network = denoiser.network
+    steps, batch = cfg["steps"], cfg["batch_size"]
+    opt = torch.optim.AdamW(
+        network.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"]
+    )
+    warmup = cfg["warmup_steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    ema = Ema(network, cfg["ema_decay"])
+    data_gen = torch.Generator(device="cpu").manual_seed(seed)
+    torch.manual_seed(seed)
+    curve: list[tuple[int, float]] = []
+    start = 0
+    ckpt = checkpoint_dir / "latest.pt" if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        network.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(data_gen, state["rng"])
+        start, curve = state["step"], list(state["curve"])
+
+    def save(step: int) -> None:
+        if ckpt is None:
+            return
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save(
+            {
+                "model": network.state_dict(),
+                "ema": ema.model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "step": step,
+                "rng": _rng_state(data_gen),
+                "curve": curve,
+            },
+            ckpt,
+        )
+
+    forward = torch.compile(denoiser.loss) if cfg["compile"] else denoiser.loss
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
+    meter = ThroughputMeter(device, warmup=min(5, max(0, steps - start - 1)))
+    network.train()
+    n = images.shape[0]
+    running, count = 0.0, 0
+    wall0 = time.perf_counter()
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train", leave=False)
+    with PeakMemory(device) as memory:
+        for step in bar:
+            idx = torch.randint(0, n, (batch,), generator=data_gen).to(device)
+            with meter.step(batch):
+                x = to_float(images[idx])
+                y = None
+                if num_classes > 0 and labels is not None:
+                    y = labels[idx].clone()
+                    drop = torch.rand(batch, generator=data_gen).to(device) < cfg["label_dropout"]
+                    y[drop] = num_classes  # the null label
+                with autocast:
+                    loss = forward(x, y).mean()
+                if not torch.isfinite(loss):
+                    raise Diverged(f"non-finite loss ({loss.item()}) at step {step}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg["grad_clip"] is not None:
+                    nn.utils.clip_grad_norm_(network.parameters(), cfg["grad_clip"])
+                opt.step()
+                sched.step()
+                ema.update(network, step)
+            running, count = running + loss.item(), count + 1
+            done = step + 1
+            if done % cfg["log_every"] == 0 or done == steps:
+                curve.append((done, running / count))
+                running, count = 0.0, 0
+                ips = meter.images_per_s
+                bar.set_postfix(loss=f"{curve[-1][1]:.4f}", img_s=f"{ips:.1f}" if ips else "-")
+            if cfg["checkpoint_every"] and done % cfg["checkpoint_every"] == 0 and done < steps:
+                save(done)
+    save(steps)
+    stats = {
+        "train_images_per_s": meter.images_per_s,
+        "train_seconds_per_step": meter.seconds_per_step,
+        "train_peak_memory_bytes": memory.peak_bytes,
+        "wall_s_train": time.perf_counter() - wall0,
+        "batch_size": batch,
+    }
+    return TrainResult(ema=ema.model, steps=steps, resumed_from=start, curve=curve, stats=stats)
