@@ -28,13 +28,13 @@ class Mse(Component):
 
 
 def multiscale_resolutions(d: int, base: int) -> list[int]:
-    """{base, 2 base, 4 base, ...} below d, plus d itself (always included)."""
-    sizes = []
-    s = base
-    while s < d:
-        sizes.append(s)
-        s *= 2
-    return sizes + [d]
+    """{base, 2 base, 4 base, ..., d} when d = 2^k base; in general d, d/2, d/4, ... down to the smallest
+    size >= base that halving d exactly reaches, so that every D^s is an exact k x k block average (for
+    d = 96, base = 32: {48, 96}). d itself is always included; for d < base it is the only term."""
+    sizes = [d]
+    while sizes[0] % 2 == 0 and sizes[0] // 2 >= base:
+        sizes.insert(0, sizes[0] // 2)
+    return sizes
 
 
 class Multiscale(Component):
@@ -48,7 +48,7 @@ class Multiscale(Component):
         diff = (eps_hat - eps).float()                         # [B, C, d, d]
         total = torch.zeros(eps.shape[0], device=eps.device)
         for s in multiscale_resolutions(d, self.base):
-            pooled = diff if s == d else F.adaptive_avg_pool2d(diff, s)   # linear, so D[eps] - D[eps_hat]
+            pooled = diff if s == d else F.avg_pool2d(diff, d // s)   # linear, so D[eps] - D[eps_hat]
             total = total + pooled.pow(2).flatten(1).mean(1) / s
         return total
 

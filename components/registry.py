@@ -70,13 +70,23 @@ def format_validation_error(
 ) -> ComponentError:
     """The first pydantic error as a ComponentError naming the parameter's key path."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "name"
+    path = [str(p) for p in first["loc"]]
     if first["type"] == "extra_forbidden":
-        fields = sorted(f for f in cls.model_fields if len(first["loc"]) == 1)
-        hint = did_you_mean(str(first["loc"][-1]), fields)
+        key = ".".join(path)
+        fields = sorted(cls.model_fields) if len(path) == 1 else []
+        hint = did_you_mean(path[-1], fields)
         known = f" known: {', '.join(fields)}" if fields else ""
         return ComponentError(family, key, f"unknown parameter of '{name}'{hint}{known}")
-    return ComponentError(family, key, f"{first['msg']} (got {first.get('input')!r})")
+    msg = first["msg"]
+    got = f" (got {first.get('input')!r})" if path else ""   # no loc: the input is the whole spec
+    if first["type"] == "value_error":
+        # a validator's "Value error, KEY: text" names the key itself (model-level checks have no loc)
+        msg = msg.removeprefix("Value error, ")
+        head, sep, rest = msg.partition(": ")
+        if sep and head.replace(".", "").replace("_", "").isalnum():
+            path, msg = [*path, head], rest
+    key = ".".join(path) or "(spec)"   # "(spec)": the parameters together, e.g. an inconsistent pair
+    return ComponentError(family, key, f"{msg}{got}")
 
 
 def validate_spec(family: str, registry: Mapping[str, type[Component]], spec: Any) -> Component:

@@ -1,6 +1,7 @@
 """Noise schedules as pure functions of t in one unit: logSNR lambda(t) (simple diffusion, Sec. 3.1).
 
-t = 0 is (almost) clean data, t = 1 (almost) pure noise. alpha_t^2 = sigmoid(lambda), sigma_t^2 = sigmoid(-lambda).
+t = 0 is (almost) clean data, t = 1 (almost) pure noise.
+alpha_t^2 = sigmoid(lambda), sigma_t^2 = sigmoid(-lambda).
 A resolution shift is a wrapper around the cosine schedule: lambda_shift(t) = lambda_cos(t) + 2 log(base / d).
 """
 
@@ -37,6 +38,11 @@ def resolution_shift(base_resolution: int, resolution: int) -> float:
     return 2.0 * math.log(base_resolution / resolution)
 
 
+def _check_range(logsnr_min: float, logsnr_max: float) -> None:
+    if not logsnr_min < logsnr_max:
+        raise ValueError(f"logsnr_min: must be smaller than logsnr_max (got {logsnr_min} >= {logsnr_max})")
+
+
 class Cosine(Component):
     """The cosine schedule of Nichol & Dhariwal in logSNR form, clipped to [logsnr_min, logsnr_max]."""
 
@@ -45,8 +51,7 @@ class Cosine(Component):
 
     @model_validator(mode="after")
     def _ordered(self) -> Cosine:
-        if not self.logsnr_min < self.logsnr_max:
-            raise ValueError("logsnr_min must be smaller than logsnr_max")
+        _check_range(self.logsnr_min, self.logsnr_max)
         return self
 
     def logsnr(self, t: Tensor) -> Tensor:
@@ -90,6 +95,11 @@ class InterpolatedShifted(Component):
     orientation: Literal["pseudocode", "printed"] = "pseudocode"
     logsnr_min: float = -15.0
     logsnr_max: float = 15.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InterpolatedShifted:
+        _check_range(self.logsnr_min, self.logsnr_max)
+        return self
 
     def logsnr(self, t: Tensor) -> Tensor:
         cos = cosine_logsnr(t, self.logsnr_min, self.logsnr_max)

@@ -22,44 +22,72 @@ from torch import Tensor, nn
 from components.registry import Component
 
 _BIOR22 = pywt.Wavelet("bior2.2")
-DEC_LO = tuple(_BIOR22.dec_lo)   # analysis low-pass, 6 taps (PyWavelets' convention, leading zero)
-DEC_HI = tuple(_BIOR22.dec_hi)   # analysis high-pass
-REC_LO = tuple(_BIOR22.rec_lo)   # synthesis low-pass
-REC_HI = tuple(_BIOR22.rec_hi)   # synthesis high-pass
-TAPS = len(DEC_LO)
-# Periodization offsets, matched to pywt.dwt / pywt.idwt(mode="periodization") (tests/test_stems.py):
+DEC_LO = tuple(_BIOR22.dec_lo)  # analysis low-pass, 6 taps (PyWavelets' convention, leading zero)
+DEC_HI = tuple(_BIOR22.dec_hi)  # analysis high-pass
+REC_LO = tuple(_BIOR22.rec_lo)  # synthesis low-pass
+REC_HI = tuple(_BIOR22.rec_hi)  # synthesis high-pass
+# Periodization, matched to pywt.dwt / pywt.idwt(mode="periodization") (tests/test_stems.py):
 #   analysis:  c[k] = sum_j h[j] x[(2k + 3 - j) mod N]
-#   synthesis: x[n] = sum_k sum_j c[k] g[j] [n - 2k + 2 - j == 0 mod N]
-_ANALYSIS_SHIFT = TAPS - 1 - 3           # x is read from index (i - 2) mod N after padding
-_SYNTHESIS_SHIFT = TAPS - 1 - 2          # the zero-stuffed signal is read from (i - 3) mod N
+#   synthesis: x[n] = sum over (k, j) with 2k + j == n + 2 (mod N) of c[k] g[j]
+# Written in polyphase form (x_a[p] = x[2p + a]) both become 3-tap correlations on the half-size grid
+# with one pixel of periodic padding:
+#   c[k]        = sum_{a, u} h[5 - a - 2u] x_a[(k - 1 + u) mod N/2]
+#   x_a[p]      = sum_{u}    g[a + 4 - 2u] c[(p - 1 + u) mod N/2]
+# so each 2-D level is one dense 3x3 convolution with 4 input and 4 output channels per image channel.
 
 
-def _wrap(x: Tensor, shift: int, length: int) -> Tensor:
-    """Periodic extension of the last two axes: out[..., i, j] = x[..., (i - shift) % H, (j - shift) % W].
-
-    [B, C, H, W] -> [B, C, length_h, length_w] with length = (H + extra, W + extra); works for any
-    H, W >= 1 (also when the filter is longer than the signal, where the periodisation wraps twice)."""
-    h, w = x.shape[-2:]
-    rows = (torch.arange(h + length, device=x.device) - shift) % h
-    cols = (torch.arange(w + length, device=x.device) - shift) % w
-    return x.index_select(-2, rows).index_select(-1, cols)
+def _band_filters(lo: tuple[float, ...], hi: tuple[float, ...]) -> list[tuple[Tensor, Tensor]]:
+    """(filter along H, filter along W) per band in PyWavelets' order: aa, da, ad, dd (a = low, d = high;
+    pywt's cA, cH, cV, cD)."""
+    lo_t, hi_t = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
+    return [(lo_t, lo_t), (hi_t, lo_t), (lo_t, hi_t), (hi_t, hi_t)]
 
 
-def _kernels(lo: tuple[float, ...], hi: tuple[float, ...]) -> Tensor:
-    """[4, TAPS, TAPS] flipped separable 2-D kernels in PyWavelets' band order (aa, da, ad, dd):
-    the first letter is the filter along H (rows), the second along W; 'a' low-pass, 'd' high-pass."""
-    lo_f = torch.tensor(lo[::-1], dtype=torch.float64)
-    hi_f = torch.tensor(hi[::-1], dtype=torch.float64)
-    pairs = [(lo_f, lo_f), (hi_f, lo_f), (lo_f, hi_f), (hi_f, hi_f)]
-    return torch.stack([torch.outer(a, b) for a, b in pairs])
+def analysis_kernel() -> Tensor:
+    """[4 bands, 4 phases (a * 2 + b), 3, 3]: weight[band, ab, u, v] = R[5 - a - 2u] S[5 - b - 2v]."""
+    weight = torch.zeros(4, 4, 3, 3, dtype=torch.float64)
+    u = torch.arange(3)
+    for band, (r, s) in enumerate(_band_filters(DEC_LO, DEC_HI)):
+        for a in range(2):
+            for b in range(2):
+                weight[band, a * 2 + b] = torch.outer(r[5 - a - 2 * u], s[5 - b - 2 * u])
+    return weight
+
+
+def synthesis_kernel() -> Tensor:
+    """[4 phases (a * 2 + b), 4 bands, 3, 3]: weight[ab, band, u, v] = R[a + 4 - 2u] S[b + 4 - 2v]."""
+    weight = torch.zeros(4, 4, 3, 3, dtype=torch.float64)
+    u = torch.arange(3)
+    for band, (r, s) in enumerate(_band_filters(REC_LO, REC_HI)):
+        for a in range(2):
+            for b in range(2):
+                weight[a * 2 + b, band] = torch.outer(r[a + 4 - 2 * u], s[b + 4 - 2 * u])
+    return weight
+
+
+class PeriodicConv3x3(torch.autograd.Function):
+    """y = conv2d(circular_pad(x, 1), weight) for a fixed 3x3 kernel [out, in, 3, 3].
+
+    Its adjoint is the same operation with the kernel transposed and flipped, so the backward pass is a
+    forward convolution too (on CPU, ``convolution_backward`` with 4 channels is several times slower)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(weight)
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        return PeriodicConv3x3.apply(grad, weight.transpose(0, 1).flip(-2, -1)), None
 
 
 def dwt2(x: Tensor, analysis: Tensor) -> Tensor:
     """One level of the periodic 2-D DWT: [B, C, H, W] -> [B, 4C, H/2, W/2], band-major channels
     (cA for all c, then cH, cV, cD), each equal to ``pywt.dwt2(x_c, "bior2.2", "periodization")``."""
     b, c, h, w = x.shape
-    weight = analysis.to(x.dtype).unsqueeze(1).repeat(c, 1, 1, 1)          # [4C, 1, T, T]
-    y = F.conv2d(_wrap(x, _ANALYSIS_SHIFT, TAPS - 2), weight, stride=2, groups=c)  # [B, C*4, H/2, W/2]
+    phases = F.pixel_unshuffle(x.reshape(b * c, 1, h, w), 2)  # [BC, 4, H/2, W/2]
+    y = PeriodicConv3x3.apply(phases, analysis.to(x.dtype))  # [BC, 4, H/2, W/2]
     return y.view(b, c, 4, h // 2, w // 2).transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
 
 
@@ -67,11 +95,9 @@ def idwt2(y: Tensor, synthesis: Tensor) -> Tensor:
     """Inverse of ``dwt2``: [B, 4C, h, w] (band-major) -> [B, C, 2h, 2w]."""
     b, c4, h, w = y.shape
     c = c4 // 4
-    y = y.view(b, 4, c, h, w).transpose(1, 2).reshape(b, c4, h, w)       # channel-major [B, C*4, h, w]
-    up = y.new_zeros(b, c4, 2 * h, 2 * w)
-    up[..., ::2, ::2] = y                                                # zero stuffing
-    weight = synthesis.to(y.dtype).unsqueeze(0).repeat(c, 1, 1, 1)      # [C, 4, T, T]
-    return F.conv2d(_wrap(up, _SYNTHESIS_SHIFT, TAPS - 1), weight, groups=c)
+    y = y.view(b, 4, c, h, w).transpose(1, 2).reshape(b * c, 4, h, w)  # [BC, 4 bands, h, w]
+    phases = PeriodicConv3x3.apply(y, synthesis.to(y.dtype))  # [BC, 4, h, w]
+    return F.pixel_shuffle(phases, 2).view(b, c, 2 * h, 2 * w)
 
 
 class WaveletTransform(nn.Module):
@@ -95,8 +121,8 @@ class WaveletTransform(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         self.levels = levels
-        self.register_buffer("analysis", _kernels(DEC_LO, DEC_HI), persistent=False)  # float64
-        self.register_buffer("synthesis", _kernels(REC_LO, REC_HI), persistent=False)
+        self.register_buffer("analysis", analysis_kernel(), persistent=False)  # float64
+        self.register_buffer("synthesis", synthesis_kernel(), persistent=False)
 
     def _check(self, h: int, w: int) -> None:
         f = 2**self.levels
@@ -111,12 +137,12 @@ class WaveletTransform(nn.Module):
             low, details = x, []
             for _ in range(self.levels):
                 y = dwt2(low, self.analysis)
-                low, d = y[:, : x.shape[1]], y[:, x.shape[1] :]   # [B, C, ...], [B, 3C, ...]
+                low, d = y[:, : x.shape[1]], y[:, x.shape[1] :]  # [B, C, ...], [B, 3C, ...]
                 details.append(d)
             parts = [low] + [
                 F.pixel_unshuffle(d, 2 ** (self.levels - 1 - i)) for i, d in reversed(list(enumerate(details)))
             ]
-            return torch.cat(parts, dim=1)                             # [B, C 4**L, H/2**L, W/2**L]
+            return torch.cat(parts, dim=1)  # [B, C 4**L, H/2**L, W/2**L]
 
     def decode(self, h: Tensor) -> Tensor:
         c = self.in_channels
@@ -124,7 +150,7 @@ class WaveletTransform(nn.Module):
             raise ValueError(f"wavelet decode expects {c * 4**self.levels} channels, got {h.shape[1]}")
         with torch.autocast(h.device.type, enabled=False):
             low, start = h[:, :c], c
-            for level in range(self.levels, 0, -1):              # coarsest first
+            for level in range(self.levels, 0, -1):  # coarsest first
                 r = 2 ** (self.levels - level)
                 n = 3 * c * r * r
                 d = F.pixel_shuffle(h[:, start : start + n], r) if r > 1 else h[:, start : start + n]
@@ -151,10 +177,10 @@ class PatchStem(nn.Module):
         p = self.patch_size
         if h % p or w % p:
             raise ValueError(f"patch stem with patch_size={p} needs height and width divisible by {p}, got {h}x{w}")
-        return self.down(x)                                           # [B, C p^2, H/p, W/p]
+        return self.down(x)  # [B, C p^2, H/p, W/p]
 
     def decode(self, h: Tensor) -> Tensor:
-        return self.up(h)                                             # [B, C, H, W]
+        return self.up(h)  # [B, C, H, W]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.encode(x)
@@ -176,7 +202,7 @@ class IdentityStem(nn.Module):
 class Wavelet(Component):
     """5/3 wavelet stem (simple diffusion Sec. 4): L-level DWT, subbands on channels, C -> C 4**L."""
 
-    levels: int = Field(1, ge=1, le=8)    # number of DWT levels; spatial factor 2**levels
+    levels: int = Field(1, ge=1, le=8)  # number of DWT levels; spatial factor 2**levels
 
     @property
     def factor(self) -> int:
@@ -195,7 +221,7 @@ class Wavelet(Component):
 class Patch(Component):
     """Patch-conv stem (simple diffusion Sec. 4): stride-p conv, transposed conv at the end."""
 
-    patch_size: int = Field(2, ge=1)      # p; spatial factor p, channels C -> C p^2
+    patch_size: int = Field(2, ge=1)  # p; spatial factor p, channels C -> C p^2
 
     @property
     def factor(self) -> int:

@@ -24,8 +24,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storage", help="database URL (default: $HARNESS_STORAGE or sqlite:///results/harness.db)")
     parser.add_argument("--study", help="study name (default: every study)")
     parser.add_argument("--sql", help="a SELECT statement to run instead")
-    parser.add_argument("--summary", action="store_true",
-                        help="print the study's effects table (per factor and level; needs --study)")
+    parser.add_argument(
+        "--summary", action="store_true", help="print the study's effects table (per factor and level; needs --study)"
+    )
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return parser.parse_args(argv)
 

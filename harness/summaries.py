@@ -27,6 +27,7 @@ from scipy import stats
 
 from harness.errors import UsageError
 from harness.results import scalar_metrics, trials_with_params
+from harness.space import label
 from harness.store import Store
 
 CONFIDENCE = 0.95
@@ -68,19 +69,9 @@ def seed_key(params: Iterable[str]) -> str | None:
 
 
 def choice_label(choice: Any) -> str:
-    """The label of one search-space choice as the runner writes it to ``params_json``: a name, a number,
-    or ``name(key=value, ...)`` for a component spec with parameters."""
-    if isinstance(choice, Mapping):
-        if "label" in choice:
-            return str(choice["label"])
-        rest = {k: v for k, v in choice.items() if k != "name"}
-        if "name" in choice and not rest:
-            return str(choice["name"])
-        inner = ", ".join(f"{k}={choice_label(v)}" for k, v in rest.items())
-        return f"{choice.get('name', '')}({inner})"
-    if isinstance(choice, list | tuple):
-        return "[" + ", ".join(choice_label(c) for c in choice) + "]"
-    return str(choice)
+    """The label of one search-space choice as the runner writes it to ``params_json`` (``harness.space.
+    label``: a scalar as it is, a component spec as ``name(key=value, ...)``), as a string."""
+    return str(label(choice))
 
 
 def _space_choices(entry: Any) -> list[Any] | None:
@@ -156,11 +147,21 @@ def add_basis_columns(frame: pd.DataFrame, bases: pd.DataFrame) -> tuple[pd.Data
     return frame, distinct
 
 
+def basis_difference(bases: Sequence[str]) -> str:
+    """Only the attrs in which ``bases`` differ: ``n_generated=256 | n_generated=1024``."""
+    parsed = [dict(part.partition("=")[::2] for part in b.split(", ")) for b in bases]
+    keys = [k for k in dict.fromkeys(k for p in parsed for k in p) if len({p.get(k) for p in parsed}) > 1]
+    if not keys:
+        return " | ".join(bases)
+    return " | ".join(", ".join(f"{k}={p.get(k, '?')}" for k in keys) for p in parsed)
+
+
 def comparability_warnings(distinct: Mapping[str, list[str]]) -> list[str]:
     """One sentence per guarded metric computed on more than one basis."""
     return [
-        f"{name.upper()} values in this study were computed on {len(b)} different bases ({'; '.join(b)}); "
-        f"they are not comparable across bases (PAPER.md section 6)."
+        f"{name.upper()} values in this study were computed on {len(b)} different bases "
+        f"({basis_difference(b)}; full bases in trials.csv, column {name}_basis); values on different bases "
+        f"are not comparable (PAPER.md section 6)."
         for name, b in distinct.items()
         if len(b) > 1
     ]
@@ -283,7 +284,7 @@ def _effect_row(factor, level, base_level, obj, by_level, others, metric) -> dic
         involved = sorted(set(pd.concat([here[basis_col], base[basis_col]]).dropna()))
         if len(involved) > 1:
             row["comparable"] = False
-            row["warning"] = f"{metric} computed on different bases: " + " | ".join(involved)
+            row["warning"] = f"{metric} computed on different bases: {basis_difference(involved)}"
     if level == base_level or len(here) == 0 or len(base) == 0:
         return row
     a, b = _keyed(here, others, metric), _keyed(base, others, metric)

@@ -30,10 +30,11 @@ def ref_pool(a: np.ndarray, s: int) -> np.ndarray:
     return a.reshape(b, c, s, k, s, k).mean(axis=(3, 5))
 
 
-def ref_multiscale(eps_hat, eps, base):
+def ref_multiscale(eps_hat, eps, base, sizes=None):
     d = eps.shape[-1]
     e, eh = eps.numpy(), eps_hat.numpy()
-    sizes = [d] if d <= base else [base * 2**i for i in range(int(np.log2(d // base)) + 1)]
+    if sizes is None:   # PAPER.md: s in {base, 2 base, 4 base, ..., d}; only d when d <= base
+        sizes = [d] if d <= base else [base * 2**i for i in range(int(np.log2(d // base)) + 1)]
     assert sizes[-1] == d
     total = np.zeros(e.shape[0])
     for s in sizes:   # L^s = mean over s x s of (D^s[eps] - D^s[eps_hat])^2, weighted by 1 / s
@@ -66,6 +67,14 @@ def test_multiscale_other_bases(d, base):
     eps_hat, eps, logsnr = make(b=2, d=d)
     out = components.build("loss", {"name": "multiscale", "base": base})(eps_hat, eps, logsnr)
     np.testing.assert_allclose(out.numpy(), ref_multiscale(eps_hat, eps, base), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("d", "sizes"), [(96, [48, 96]), (48, [48]), (40, [40]), (24, [24])])
+def test_multiscale_not_a_power_of_two_multiple(d, sizes):
+    """d != 2^k base: halve d while the size stays >= base, so that every pooling is an exact block mean."""
+    eps_hat, eps, logsnr = make(b=2, d=d)
+    out = components.build("loss", "multiscale")(eps_hat, eps, logsnr)
+    np.testing.assert_allclose(out.numpy(), ref_multiscale(eps_hat, eps, 32, sizes), rtol=1e-5)
 
 
 def test_multiscale_below_base_is_mse_over_d():

@@ -30,7 +30,13 @@ SCHEDULES = ["cosine", {"name": "shifted_cosine", "base_resolution": 32}]
 SCHEDULE_LABELS = ["cosine", "shifted_cosine(base_resolution=32)"]
 LOSSES = ["mse", "multiscale"]
 SEEDS = [0, 1, 2]
-FID_ATTRS = {"n_generated": 256, "n_reference": 512, "mode": "clean", "extractor": "inception", "reference": "shapes:holdout"}
+FID_ATTRS = {
+    "n_generated": 256,
+    "n_reference": 512,
+    "mode": "clean",
+    "extractor": "inception",
+    "reference": "shapes:holdout",
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,20 +45,33 @@ def fid_value(schedule: int, loss: int, seed: int) -> float:
     return 40.0 - 6.0 * schedule - 2.0 * loss + [0.0, 1.7, -0.9][seed] + 0.37 * schedule * seed + 0.11 * loss * seed
 
 
-def make_study(db: Path, name: str = "ablation", *, fid_n: dict[int, int] | None = None, complete: bool = True,
-               tmp: Path | None = None) -> str:
+def make_study(
+    db: Path,
+    name: str = "ablation",
+    *,
+    fid_n: dict[int, int] | None = None,
+    complete: bool = True,
+    tmp: Path | None = None,
+) -> str:
     """Write a study to ``db``; returns the storage URL. ``fid_n``: trial -> n_generated override.
     ``complete=False``: only running and failed trials."""
     url = f"sqlite:///{db}"
     store = Store(url)
     store.ensure_schema()
     space = {"diffusion.schedule": SCHEDULES, "diffusion.loss": LOSSES, "train.seed": SEEDS}
-    store.record_study(name, "studies/fixture.yaml", {"name": name, "train": {"steps": 20}},
-                       {"sampler": "grid", "space": space}, [{"metric": "fid", "direction": "minimize"}])
+    store.record_study(
+        name,
+        "studies/fixture.yaml",
+        {"name": name, "train": {"steps": 20}},
+        {"sampler": "grid", "space": space},
+        [{"metric": "fid", "direction": "minimize"}],
+    )
     study = optuna.create_study(study_name=name, storage=url, direction="minimize")
-    dists = {"diffusion.schedule": optuna.distributions.CategoricalDistribution(SCHEDULE_LABELS),
-             "diffusion.loss": optuna.distributions.CategoricalDistribution(LOSSES),
-             "train.seed": optuna.distributions.CategoricalDistribution(SEEDS)}
+    dists = {
+        "diffusion.schedule": optuna.distributions.CategoricalDistribution(SCHEDULE_LABELS),
+        "diffusion.loss": optuna.distributions.CategoricalDistribution(LOSSES),
+        "train.seed": optuna.distributions.CategoricalDistribution(SEEDS),
+    }
     env = {"host": "box", "device": "cpu", "torch_version": "2.x", "git_revision": "abc123", "python": "3.11"}
     number = 0
     cells = [(s, lo, seed) for s in range(2) for lo in range(2) for seed in SEEDS]
@@ -62,29 +81,46 @@ def make_study(db: Path, name: str = "ablation", *, fid_n: dict[int, int] | None
         fid = fid_value(s, lo, seed)
         attrs = dict(FID_ATTRS, n_generated=(fid_n or {}).get(number, FID_ATTRS["n_generated"]))
         flops = 1e9 * (1 + s) * (1 + 0.5 * lo)
-        store.add_metrics(name, number, [
-            {"name": "fid", "value": fid, "attrs": attrs},
-            {"name": "kid", "value": fid / 1000, "attrs": attrs},
-            {"name": "swd", "value": fid / 10},
-            {"name": "swd_16", "value": fid / 20 + 0.1 * s},
-            {"name": "swd_32", "value": fid / 15 - 0.1 * s},
-            {"name": "flops_per_image", "value": flops, "unit": "flop", "attrs": {"convention": "fvcore"}},
-            {"name": "params", "value": 1e6},
-            {"name": "train_images_per_s", "value": 500.0 / (1 + s) + seed},
-            {"name": "mfu", "value": 0.3 + 0.01 * seed},
-            *[{"name": "train_loss", "value": 1.0 / (step + 1) + 0.01 * seed, "step": step} for step in range(0, 20, 5)],
-            *[{"name": "val_loss_by_logsnr", "value": 0.5 + 0.1 * b - 0.05 * s, "step": b,
-               "attrs": {"logsnr_low": -10 + 5 * b, "logsnr_high": -5 + 5 * b}} for b in range(4)],
-        ])
+        store.add_metrics(
+            name,
+            number,
+            [
+                {"name": "fid", "value": fid, "attrs": attrs},
+                {"name": "kid", "value": fid / 1000, "attrs": attrs},
+                {"name": "swd", "value": fid / 10},
+                {"name": "swd_16", "value": fid / 20 + 0.1 * s},
+                {"name": "swd_32", "value": fid / 15 - 0.1 * s},
+                {"name": "flops_per_image", "value": flops, "unit": "flop", "attrs": {"convention": "fvcore"}},
+                {"name": "params", "value": 1e6},
+                {"name": "train_images_per_s", "value": 500.0 / (1 + s) + seed},
+                {"name": "mfu", "value": 0.3 + 0.01 * seed},
+                *[
+                    {"name": "train_loss", "value": 1.0 / (step + 1) + 0.01 * seed + 0.05 * s + 0.02 * lo, "step": step}
+                    for step in range(0, 20, 5)
+                ],
+                *[
+                    {
+                        "name": "val_loss_by_logsnr",
+                        "value": 0.5 + 0.1 * b - 0.05 * s,
+                        "step": b,
+                        "attrs": {"logsnr_low": -10 + 5 * b, "logsnr_high": -5 + 5 * b},
+                    }
+                    for b in range(4)
+                ],
+            ],
+        )
         if tmp is not None:
-            grid = tmp / f"grid_{name.__hash__() & 0xffff}_{number}.png"
+            grid = tmp / f"grid_{name.__hash__() & 0xFFFF}_{number}.png"
             Image.fromarray(np.full((16, 16, 3), 40 * number % 255, dtype=np.uint8)).save(grid)
             store.add_artifact(name, number, "sample_grid", str(grid))
         store.finish_trial(name, number, "complete", duration_s=1.5 + number)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=fid))
         number += 1
-    extra = [("failed", "Diverged: non-finite loss at step 7 <b>bold?</b>"), ("pruned", "pruned at step 10"),
-             ("running", None)]
+    extra = [
+        ("failed", "Diverged: non-finite loss at step 7 <b>bold?</b>"),
+        ("pruned", "pruned at step 10"),
+        ("running", None),
+    ]
     for state, error in extra if complete else [("running", None), ("failed", "CUDA out of memory")]:
         params = {"diffusion.schedule": "cosine", "diffusion.loss": "mse", "train.seed": 9}
         store.start_trial(name, number, params, {}, env)
@@ -111,8 +147,17 @@ def test_trials_csv_rows_and_columns(study_db):
     assert len(body) == 12 + 3
     metrics = ["fid", "flops_per_image", "kid", "mfu", "params", "swd", "swd_16", "swd_32", "train_images_per_s"]
     guard = ["fid_basis", "fid_comparable", "kid_basis", "kid_comparable"]
-    assert header == ["number", "state", "diffusion.loss", "diffusion.schedule", "train.seed", *metrics, *guard,
-                      "duration_s", "error"]
+    assert header == [
+        "number",
+        "state",
+        "diffusion.loss",
+        "diffusion.schedule",
+        "train.seed",
+        *metrics,
+        *guard,
+        "duration_s",
+        "error",
+    ]
     states = [r[1] for r in body]
     assert states.count("complete") == 12 and {"failed", "pruned", "running"} <= set(states)
 
@@ -126,14 +171,23 @@ def expected_effects() -> dict[tuple[str, str], dict[str, float]]:
             keys = sorted(k for k in fid if k[axis] == level)
             x = np.array([fid[k] for k in keys])
             half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-            row = {"n": len(x), "mean": x.mean(), "std": x.std(ddof=1), "ci_low": x.mean() - half,
-                   "ci_high": x.mean() + half}
+            row = {
+                "n": len(x),
+                "mean": x.mean(),
+                "std": x.std(ddof=1),
+                "ci_low": x.mean() - half,
+                "ci_high": x.mean() + half,
+            }
             if level == 1:
                 base = np.array([fid[tuple(0 if i == axis else v for i, v in enumerate(k))] for k in keys])
                 d = x - base
                 dh = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-                row.update(diff=d.mean(), diff_ci_low=d.mean() - dh, diff_ci_high=d.mean() + dh,
-                           p_value=stats.ttest_rel(x, base).pvalue)
+                row.update(
+                    diff=d.mean(),
+                    diff_ci_low=d.mean() - dh,
+                    diff_ci_high=d.mean() + dh,
+                    p_value=stats.ttest_rel(x, base).pvalue,
+                )
             out[(factor, labels[level])] = row
     return out
 
@@ -149,12 +203,22 @@ def test_effects_match_hand_computation(study_db):
         assert got["test"] == ("base" if "diff" not in want else "paired t")
         assert got["base_level"] == ("cosine" if factor == "diffusion.schedule" else "mse")
     same = results.summary(url, "ablation")
+    table["warning"] = (
+        table["warning"].astype(object).where(table["warning"].notna(), "")
+    )  # an empty string reads back from CSV as missing
     pd.testing.assert_frame_equal(same.reset_index(drop=True), table, check_dtype=False)
 
 
 def test_welch_when_seeds_do_not_match():
-    frame = pd.DataFrame({"trial_number": range(7), "state": "complete", "f": list("aaabbbb"),
-                          "train.seed": [0, 1, 2, 0, 1, 3, 4], "y": [1.0, 2.5, 1.7, 3.0, 4.2, 2.9, 3.8]})
+    frame = pd.DataFrame(
+        {
+            "trial_number": range(7),
+            "state": "complete",
+            "f": list("aaabbbb"),
+            "train.seed": [0, 1, 2, 0, 1, 3, 4],
+            "y": [1.0, 2.5, 1.7, 3.0, 4.2, 2.9, 3.8],
+        }
+    )
     table = effects(frame, ["f"], ["y"], "train.seed", levels={"f": ["a", "b"]})
     row = table[table["level"] == "b"].iloc[0]
     a, b = np.array([1.0, 2.5, 1.7]), np.array([3.0, 4.2, 2.9, 3.8])
@@ -163,7 +227,9 @@ def test_welch_when_seeds_do_not_match():
     half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
     assert row["test"] == "Welch t" and row["n_pairs"] == 0
     assert row["diff"] == pytest.approx(b.mean() - a.mean())
-    assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx((b.mean() - a.mean() - half, b.mean() - a.mean() + half))
+    assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx(
+        (b.mean() - a.mean() - half, b.mean() - a.mean() + half)
+    )
     assert row["p_value"] == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
 
 
@@ -180,8 +246,16 @@ def test_html_contents(study_db):
     assert "Diverged: non-finite loss at step 7 &lt;b&gt;bold?&lt;/b&gt;" in html and "<b>bold?" not in html
     assert "pruned at step 10" in html
     assert "Not comparable" not in html
-    for png in ["effect_diffusion.schedule_fid.png", "pareto_fid.png", "throughput.png", "train_loss.png",
-                "val_loss_by_logsnr.png", "swd_levels.png", "importances.png", "samples/trial_0.png"]:
+    for png in [
+        "effect_diffusion.schedule_fid.png",
+        "pareto_fid.png",
+        "throughput.png",
+        "train_loss.png",
+        "val_loss_by_logsnr.png",
+        "swd_levels.png",
+        "importances.png",
+        "samples/trial_0.png",
+    ]:
         assert (out / png).is_file() and f'src="{png}"' in html, png
 
 
@@ -236,9 +310,63 @@ def test_query_summary_prints_the_effects(study_db, capsys):
     assert "--summary" in capsys.readouterr().err
 
 
-def test_module_entry_point(study_db, tmp_path):
+def test_module_entry_point_exits_2_with_one_line(study_db, tmp_path):
     url, _ = study_db
-    proc = subprocess.run([sys.executable, "-m", "harness.report", "--study", "ablation", "--storage", url,
-                           "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "r" / "index.html").is_file()
+    cmd = [sys.executable, "-m", "harness.report", "--study", "no such study", "--storage", url, "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: --study: no study named 'no such study'") and proc.stderr.count("\n") == 1
+
+
+TINY_STUDY = """
+name: tiny_report
+seed: 0
+dataset: {name: shapes, resolution: 16, num_images: 48}
+model: {name: uvit, preset: tiny, stem: {name: wavelet, levels: 1}}
+diffusion: {schedule: {name: cosine}, loss: mse}
+train: {steps: 4, batch_size: 4, warmup_steps: 2, log_every: 2, checkpoint_every: 0, device: cpu}
+eval: {num_samples: 8, batch_size: 8, grid_size: 4, sampler: {name: ddim, steps: 2},
+       metrics: [swd, flops, throughput, memory, mfu, fid]}
+search:
+  sampler: grid
+  space:
+    diffusion.schedule: [{name: cosine}, {name: shifted_cosine, base_resolution: 8}]
+    train.seed: [0, 1]
+objectives: [{metric: val_loss, direction: minimize}, {metric: swd, direction: minimize}]
+"""
+
+
+def test_report_of_a_real_tiny_study(tmp_path, monkeypatch):
+    """A tiny study run through ``harness.study``, reported: counts from the database, effects by hand."""
+    try:
+        from harness.metrics import METRICS  # noqa: F401
+        from harness.study import main as study_main
+    except ImportError as err:
+        pytest.skip(f"the study runner is not complete yet: {err}")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HARNESS_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert study_main(["tiny.yaml", "--storage", url, "--quiet"]) == 0
+    assert report_main(["--study", "tiny_report", "--storage", url]) == 0
+    out = tmp_path / "reports" / "tiny_report"
+    frame = results.load(url, "tiny_report")
+    trials = pd.read_csv(out / "trials.csv")
+    metric_columns = [c for c in frame.columns if c not in results.TRIAL_COLUMNS + ["diffusion.schedule", "train.seed"]]
+    assert len(trials) == len(frame) == 4
+    assert set(metric_columns) <= set(trials.columns) and {"val_loss", "swd", "flops_per_image"} <= set(trials.columns)
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 2 * 2  # one factor x two levels x two objectives
+    for metric in ("val_loss", "swd"):
+        by = frame.pivot(index="train.seed", columns="diffusion.schedule", values=metric)
+        d = (by["shifted_cosine(base_resolution=8)"] - by["cosine"]).to_numpy()
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        row = summary[(summary["objective"] == metric) & (summary["level"] != "cosine")].iloc[0]
+        assert row["test"] == "paired t" and row["n_pairs"] == 2
+        assert (row["diff"], row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx(
+            (d.mean(), d.mean() - half, d.mean() + half)
+        )
+    html = (out / "index.html").read_text()
+    assert "Metrics recorded as unavailable" in html and ", fid: " in html  # no Inception weights offline
+    assert "effect_diffusion.schedule_val_loss.png" in html and (out / "train_loss.png").is_file()

@@ -73,7 +73,7 @@ def test_shifted_cosine_base_resolution(base):
 @pytest.mark.parametrize("d", [128, 256, 512])
 def test_shifted_cosine_clip_after_shift(d):
     """Documented: ``after_shift`` rescales t so the *shifted* cosine spans exactly [min, max], i.e. it is
-    the unclipped cosine -2 log tan(u) plus s, with u running over [atan(e^{-(max-s)/2}), atan(e^{-(min-s)/2})]."""
+    the unclipped cosine -2 log tan(u) plus s, u running over [atan(e^{-(max-s)/2}), atan(e^{-(min-s)/2})]."""
     s = 2 * math.log(64 / d)
     lam = logsnr({"name": "shifted_cosine", "resolution": d, "clip": "after_shift"}, T)
     np.testing.assert_allclose([lam[0], lam[-1]], [15.0, -15.0], atol=1e-9)

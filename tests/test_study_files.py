@@ -128,7 +128,10 @@ def test_exit_code_from_a_real_process(tmp_path: Path):
     """The module entry point itself exits 2 with one line (not only main())."""
     proc = subprocess.run(
         [sys.executable, "-m", "harness.study", str(INVALID[0]), "--dry-run"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and INVALID[0].name in proc.stderr

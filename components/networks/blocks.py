@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FOURIER_FREQUENCIES = 64      # sin and cos of lambda at 64 frequencies -> 128 features
-FOURIER_MIN, FOURIER_MAX = 1 / 32, 32.0   # angular frequencies per unit of logSNR, geometric
+FOURIER_FREQUENCIES = 64  # sin and cos of lambda at 64 frequencies -> 128 features
+FOURIER_MIN, FOURIER_MAX = 1 / 32, 32.0  # angular frequencies per unit of logSNR, geometric
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -47,8 +47,8 @@ class Embedding(nn.Module):
         self.labels = nn.Embedding(num_classes + 1, emb_channels) if num_classes > 0 else None
 
     def forward(self, logsnr: Tensor, labels: Tensor | None = None) -> Tensor:
-        angles = logsnr.float()[:, None] * self.freqs.float()                  # [B, F]
-        emb = self.mlp(torch.cat([angles.sin(), angles.cos()], dim=1))         # [B, E]
+        angles = logsnr.float()[:, None] * self.freqs.float()  # [B, F]
+        emb = self.mlp(torch.cat([angles.sin(), angles.cos()], dim=1))  # [B, E]
         if self.labels is not None:
             if labels is None:
                 labels = torch.full_like(logsnr, self.num_classes, dtype=torch.long)
@@ -73,7 +73,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))                                  # [B, C_out, H, W]
+        h = self.conv1(F.silu(self.norm1(x)))  # [B, C_out, H, W]
         scale, shift = self.modulation(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
@@ -94,7 +94,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # [B, h, N, d]
-        y = F.scaled_dot_product_attention(q, k, v)                            # [B, h, N, d]
+        y = F.scaled_dot_product_attention(q, k, v)  # [B, h, N, d]
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
 
@@ -108,7 +108,7 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        tokens = self.norm(x).flatten(2).transpose(1, 2)                       # [B, HW, C]
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
         return x + self.attention(tokens).transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -116,9 +116,7 @@ class TransformerBlock(nn.Module):
     """Pre-norm transformer block (U-ViT, simple diffusion Fig. 8): self-attention and MLP, each with a
     residual connection, LayerNorms modulated by scale/shift from the embedding; dropout on both."""
 
-    def __init__(
-        self, width: int, heads: int, mlp_ratio: float, emb_channels: int, dropout: float, resolution: int
-    ):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, emb_channels: int, dropout: float, resolution: int):
         super().__init__()
         self.resolution = resolution
         hidden = int(mlp_ratio * width)
@@ -131,18 +129,18 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        s1, b1, s2, b2 = self.modulation(F.silu(emb))[:, None].chunk(4, dim=-1)   # [B, 1, W] each
-        x = x + self.dropout(self.attention(self.norm1(x) * (1 + s1) + b1))      # [B, N, W]
+        s1, b1, s2, b2 = self.modulation(F.silu(emb))[:, None].chunk(4, dim=-1)  # [B, 1, W] each
+        x = x + self.dropout(self.attention(self.norm1(x) * (1 + s1) + b1))  # [B, N, W]
         h = F.gelu(self.mlp_in(self.norm2(x) * (1 + s2) + b2))
         return x + self.mlp_out(self.dropout(h))
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 then a 3x3 convolution."""
+    """Nearest-neighbour x2 then a 3x3 convolution to the finer level's width."""
 
-    def __init__(self, channels: int):
+    def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -163,17 +161,17 @@ class Backbone(nn.Module):
 
     def make_head(self, channels: int) -> None:
         self.out_norm = group_norm(channels)
-        self.out_conv = nn.Conv2d(channels, self.stem_channels, 3, padding=1)   # zero-initialised
+        self.out_conv = nn.Conv2d(channels, self.stem_channels, 3, padding=1)  # zero-initialised
 
     def body(self, h: Tensor, emb: Tensor) -> Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def forward(self, z: Tensor, logsnr: Tensor, labels: Tensor | None = None) -> Tensor:
-        emb = self.embedding(logsnr, labels)                                   # [B, E]
-        h = self.stem.encode(z)                                                # [B, C', H/f, W/f]
-        h = self.body(h, emb)                                                  # [B, width, H/f, W/f]
-        h = self.out_conv(F.silu(self.out_norm(h)))                            # [B, C', H/f, W/f]
-        return self.stem.decode(h)                                             # [B, C, H, W]
+        emb = self.embedding(logsnr, labels)  # [B, E]
+        h = self.stem.encode(z)  # [B, C', H/f, W/f]
+        h = self.body(h, emb)  # [B, width, H/f, W/f]
+        h = self.out_conv(F.silu(self.out_norm(h)))  # [B, C', H/f, W/f]
+        return self.stem.decode(h)  # [B, C, H, W]
 
     @torch.no_grad()
     def initialize_weights(self) -> None:

@@ -17,12 +17,12 @@ from typing import Any
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "widths": (16, 16, 16, 16, 32, 32),    # channels per level, finest first (512 .. 16)
-        "blocks": (1, 1, 1, 1, 1, 1),          # ResBlocks per level on the way down (and up)
-        "bottom_resolution": 16,               # lowest level (and the middle block), feature-map side
-        "attn_resolutions": (16,),             # self-attention after the ResBlocks at these sides
-        "head_channels": 16,                   # channels per attention head
-        "emb_channels": 64,                    # width of the logSNR / class embedding
+        "widths": (16, 16, 16, 16, 32, 32),  # channels per level, finest first (512 .. 16)
+        "blocks": (1, 1, 1, 1, 1, 1),  # ResBlocks per level on the way down (and up)
+        "bottom_resolution": 16,  # lowest level (and the middle block), feature-map side
+        "attn_resolutions": (16,),  # self-attention after the ResBlocks at these sides
+        "head_channels": 16,  # channels per attention head
+        "emb_channels": 64,  # width of the logSNR / class embedding
     },
     "small": {
         "widths": (16, 16, 16, 16, 32, 64),
@@ -52,13 +52,13 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
 
 UVIT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "widths": (16, 16, 16, 16, 32),        # conv levels above the transformer, finest first (512 .. 32)
-        "blocks": (1, 1, 1, 1, 1),             # ResBlocks per conv level on the way down (and up)
-        "transformer_resolution": 16,          # feature-map side of the transformer stack
-        "depth": 2,                            # transformer blocks
-        "width": 64,                           # transformer channels
+        "widths": (16, 16, 16, 16, 32),  # conv levels above the transformer, finest first (512 .. 32)
+        "blocks": (1, 1, 1, 1, 1),  # ResBlocks per conv level on the way down (and up)
+        "transformer_resolution": 16,  # feature-map side of the transformer stack
+        "depth": 2,  # transformer blocks
+        "width": 64,  # transformer channels
         "heads": 2,
-        "mlp_ratio": 2.0,                      # MLP hidden = mlp_ratio * width
+        "mlp_ratio": 2.0,  # MLP hidden = mlp_ratio * width
         "emb_channels": 64,
     },
     "small": {
@@ -66,8 +66,8 @@ UVIT_PRESETS: dict[str, dict[str, Any]] = {
         "blocks": (1, 1, 1, 1, 1),
         "transformer_resolution": 16,
         "depth": 4,
-        "width": 128,
-        "heads": 4,
+        "width": 96,
+        "heads": 3,
         "mlp_ratio": 2.0,
         "emb_channels": 128,
     },

@@ -24,8 +24,8 @@ class DropoutPlacement(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rate: float = Field(0.0, ge=0.0, lt=1.0)          # dropout probability in the chosen blocks
-    max_resolution: int | None = Field(None, gt=0)    # feature-map side, pixels of the network's grid
+    rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout probability in the chosen blocks
+    max_resolution: int | None = Field(None, gt=0)  # feature-map side, pixels of the network's grid
 
     def rate_at(self, resolution: int) -> float:
         """The dropout probability of a block whose feature maps are ``resolution`` on a side."""
@@ -40,10 +40,10 @@ class NetworkSpec(Component):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    preset: str = "tiny"                              # a key of PRESETS
-    resolution: int = Field(32, gt=0)                 # image side d, pixels; the harness sets it
-    in_channels: int = Field(3, gt=0)                 # image channels
-    num_classes: int = Field(0, ge=0)                 # 0 = unconditional; label num_classes = null label
+    preset: str = "tiny"  # a key of PRESETS
+    resolution: int = Field(32, gt=0)  # image side d, pixels; the harness sets it
+    in_channels: int = Field(3, gt=0)  # image channels
+    num_classes: int = Field(0, ge=0)  # 0 = unconditional; label num_classes = null label
     stem: dict[str, Any] = Field(default_factory=lambda: {"name": "none"}, validate_default=True)
     dropout: DropoutPlacement = DropoutPlacement()
 
@@ -70,8 +70,7 @@ class NetworkSpec(Component):
         factor = self.stem_spec.factor
         if self.resolution % factor:
             raise ValueError(
-                f"resolution: {self.resolution} is not divisible by the factor {factor} of stem "
-                f"'{self.stem['name']}'"
+                f"resolution: {self.resolution} is not divisible by the factor {factor} of stem '{self.stem['name']}'"
             )
         self.check(self.config())
         return self

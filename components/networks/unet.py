@@ -54,7 +54,9 @@ class UNetModel(Backbone):
 
         def unit(c_in: int, c_out: int, side: int) -> ResAttention:
             res = ResBlock(c_in, c_out, emb_channels, dropout.rate_at(side), side)
-            return ResAttention(res, AttentionBlock(c_out, heads_for(c_out, head_channels)) if side in attn_resolutions else None)
+            return ResAttention(
+                res, AttentionBlock(c_out, heads_for(c_out, head_channels)) if side in attn_resolutions else None
+            )
 
         ch = widths[0]
         self.conv_in = nn.Conv2d(stem_channels, ch, 3, padding=1)
@@ -75,11 +77,12 @@ class UNetModel(Backbone):
                 ResBlock(ch, ch, emb_channels, dropout.rate_at(side), side),
             ]
         )
-        self.up = nn.ModuleList()             # coarsest level first
-        self.upsample = nn.ModuleList()       # before every up level but the coarsest
+        self.up = nn.ModuleList()  # coarsest level first
+        self.upsample = nn.ModuleList()  # before every up level but the coarsest
         for i, (side, width, n) in reversed(list(enumerate(zip(sides, widths, blocks, strict=True)))):
             if i < len(sides) - 1:
-                self.upsample.append(Upsample(ch))
+                self.upsample.append(Upsample(ch, width))
+                ch = width
             level = nn.ModuleList()
             for _ in range(n):
                 level.append(unit(ch + skips.pop(), width, side))
@@ -89,7 +92,7 @@ class UNetModel(Backbone):
         self.initialize_weights()
 
     def body(self, h: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv_in(h)                                         # [B, widths[0], g, g]
+        h = self.conv_in(h)  # [B, widths[0], g, g]
         skips = []
         for i, level in enumerate(self.down):
             if i > 0:
@@ -98,13 +101,13 @@ class UNetModel(Backbone):
                 h = unit(h, emb)
                 skips.append(h)
         res1, attention, res2 = self.middle
-        h = res2(attention(res1(h, emb)), emb)                     # [B, widths[-1], g_min, g_min]
+        h = res2(attention(res1(h, emb)), emb)  # [B, widths[-1], g_min, g_min]
         for i, level in enumerate(self.up):
             if i > 0:
                 h = self.upsample[i - 1](h)
             for unit in level:
                 h = unit(torch.cat([h, skips.pop()], dim=1), emb)
-        return h                                                    # [B, widths[0], g, g]
+        return h  # [B, widths[0], g, g]
 
 
 class UNet(NetworkSpec):
@@ -113,12 +116,12 @@ class UNet(NetworkSpec):
 
     PRESETS = UNET_PRESETS
 
-    widths: tuple[Positive, ...] | None = None            # channels per level, finest first
-    blocks: tuple[Positive, ...] | None = None            # ResBlocks per level (down; the same up)
-    bottom_resolution: Positive | None = None             # side of the lowest level and middle block
+    widths: tuple[Positive, ...] | None = None  # channels per level, finest first
+    blocks: tuple[Positive, ...] | None = None  # ResBlocks per level (down; the same up)
+    bottom_resolution: Positive | None = None  # side of the lowest level and middle block
     attn_resolutions: tuple[Positive, ...] | None = None  # sides with self-attention after ResBlocks
-    head_channels: Positive | None = None                 # channels per attention head
-    emb_channels: Positive | None = None                  # width of the conditioning vector
+    head_channels: Positive | None = None  # channels per attention head
+    emb_channels: Positive | None = None  # width of the conditioning vector
 
     def sides(self, config: dict) -> list[int]:
         """Feature-map side of each level, finest first."""

@@ -54,17 +54,18 @@ class UViTModel(Backbone):
                 skips.append(ch)
             self.down.append(level)
         self.proj_in = nn.Linear(ch, width)
-        self.pos_emb = nn.Parameter(torch.zeros(1, tokens_side * tokens_side, width))   # [1, N, W]
+        self.pos_emb = nn.Parameter(torch.zeros(1, tokens_side * tokens_side, width))  # [1, N, W]
         rate = dropout.rate_at(tokens_side)
         self.transformer = nn.ModuleList(
             [TransformerBlock(width, heads, mlp_ratio, emb_channels, rate, tokens_side) for _ in range(depth)]
         )
         self.norm_out = nn.LayerNorm(width)
         self.proj_out = nn.Linear(width, ch)
-        self.up = nn.ModuleList()             # coarsest conv level first
-        self.upsample = nn.ModuleList()       # one per conv level, from the level below it
+        self.up = nn.ModuleList()  # coarsest conv level first
+        self.upsample = nn.ModuleList()  # one per conv level, from the level below it
         for side, w, n in reversed(list(zip(sides, widths, blocks, strict=True))):
-            self.upsample.append(Upsample(ch))
+            self.upsample.append(Upsample(ch, w))
+            ch = w
             level = nn.ModuleList()
             for _ in range(n):
                 level.append(ResBlock(ch + skips.pop(), w, emb_channels, dropout.rate_at(side), side))
@@ -74,23 +75,23 @@ class UViTModel(Backbone):
         self.initialize_weights()
 
     def body(self, h: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv_in(h)                                         # [B, C0, g, g]
+        h = self.conv_in(h)  # [B, C0, g, g]
         skips = []
         for level in self.down:
             for block in level:
                 h = block(h, emb)
                 skips.append(h)
             h = F.avg_pool2d(h, 2)
-        b, c, s, _ = h.shape                                        # s = tokens_side
-        x = self.proj_in(h.flatten(2).transpose(1, 2)) + self.pos_emb   # [B, N, W]
+        b, c, s, _ = h.shape  # s = tokens_side
+        x = self.proj_in(h.flatten(2).transpose(1, 2)) + self.pos_emb  # [B, N, W]
         for block in self.transformer:
             x = block(x, emb)
-        h = self.proj_out(self.norm_out(x)).transpose(1, 2).reshape(b, c, s, s)   # [B, C, s, s]
+        h = self.proj_out(self.norm_out(x)).transpose(1, 2).reshape(b, c, s, s)  # [B, C, s, s]
         for upsample, level in zip(self.upsample, self.up, strict=True):
             h = upsample(h)
             for block in level:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return h                                                    # [B, C0, g, g]
+        return h  # [B, C0, g, g]
 
 
 class UViT(NetworkSpec):
@@ -99,14 +100,14 @@ class UViT(NetworkSpec):
 
     PRESETS = UVIT_PRESETS
 
-    widths: tuple[Positive, ...] | None = None           # channels per conv level, finest first
-    blocks: tuple[Positive, ...] | None = None           # ResBlocks per conv level (down; the same up)
-    transformer_resolution: Positive | None = None       # side of the transformer's token grid
-    depth: Positive | None = None                        # number of transformer blocks
-    width: Positive | None = None                        # transformer channels
-    heads: Positive | None = None                        # attention heads
-    mlp_ratio: float | None = Field(None, gt=0)          # MLP hidden = mlp_ratio * width
-    emb_channels: Positive | None = None                 # width of the conditioning vector
+    widths: tuple[Positive, ...] | None = None  # channels per conv level, finest first
+    blocks: tuple[Positive, ...] | None = None  # ResBlocks per conv level (down; the same up)
+    transformer_resolution: Positive | None = None  # side of the transformer's token grid
+    depth: Positive | None = None  # number of transformer blocks
+    width: Positive | None = None  # transformer channels
+    heads: Positive | None = None  # attention heads
+    mlp_ratio: float | None = Field(None, gt=0)  # MLP hidden = mlp_ratio * width
+    emb_channels: Positive | None = None  # width of the conditioning vector
 
     def sides(self, config: dict) -> tuple[list[int], int]:
         """(conv level sides finest first, token grid side)."""

@@ -5,6 +5,7 @@ sample grids and Optuna's parameter importances. Everything here is data; ``plot
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -124,11 +125,15 @@ def importances(tables: StudyTables, store: Store) -> tuple[pd.DataFrame | None,
         study = optuna.load_study(study_name=tables.name, storage=store.url)
         rows = []
         for index, objective in enumerate(tables.objectives or [{"metric": "objective"}]):
-            values = optuna.importance.get_param_importances(
-                study,
-                params=[p for p in varying if _in_optuna(study, p)] or None,
-                target=lambda t, i=index: t.values[i],
-            )
+            # PED-ANOVA ranks low target values as good: negate objectives that are maximised
+            sign = -1.0 if objective.get("direction") == "maximize" else 1.0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # the note that low targets count as good
+                values = optuna.importance.get_param_importances(
+                    study,
+                    params=[p for p in varying if _in_optuna(study, p)] or None,
+                    target=lambda t, i=index, s=sign: s * t.values[i],
+                )
             rows += [{"objective": objective["metric"], "param": k, "importance": v} for k, v in values.items()]
     except Exception as err:  # noqa: BLE001 - any failure becomes the reason shown in the report
         return None, f"Optuna could not compute them: {type(err).__name__}: {' '.join(str(err).split())}"

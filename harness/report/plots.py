@@ -7,6 +7,7 @@ or raises ``Skip`` with the reason a plot is missing (the page says why).
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -79,7 +79,9 @@ def plot_effects(tables: StudyTables, frame: pd.DataFrame, out: Path) -> list[Fi
             order = [lv for lv in tables.levels.get(factor, []) if lv in set(data["level"])]
             hue = basis_hue or tables.seed_key
             fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(order) + 2), 3.6))
-            sns.boxplot(data=data, x="level", y=metric, order=order, color="0.9", showfliers=False, ax=ax)
+            with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated ``vert``
+                warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+                sns.boxplot(data=data, x="level", y=metric, order=order, color="0.9", showfliers=False, ax=ax)
             sns.stripplot(
                 data=data,
                 x="level",
@@ -120,6 +122,7 @@ def plot_pareto(tables: StudyTables, frame: pd.DataFrame, out: Path) -> list[Fig
         _, warning = _basis_warning(tables, rows, metric)
         means = rows.groupby("config", sort=False)[["flops_per_image", metric]].mean().reset_index()
         means["pareto"] = pareto_mask(means["flops_per_image"], means[metric], objective["direction"])
+        means["mean of"] = means["pareto"].map({True: "on the front", False: "dominated"})
         fig, ax = plt.subplots(figsize=(7, 4.2))
         sns.scatterplot(data=rows, x="flops_per_image", y=metric, hue="config", alpha=0.45, s=30, ax=ax, legend=False)
         sns.scatterplot(
@@ -127,9 +130,9 @@ def plot_pareto(tables: StudyTables, frame: pd.DataFrame, out: Path) -> list[Fig
             x="flops_per_image",
             y=metric,
             hue="config",
-            style="pareto",
+            style="mean of",
             s=110,
-            markers={True: "*", False: "o"},
+            markers={"on the front": "*", "dominated": "o"},
             ax=ax,
         )
         front = means[means["pareto"]].sort_values("flops_per_image")
@@ -157,12 +160,15 @@ def plot_throughput(tables: StudyTables, frame: pd.DataFrame, out: Path) -> list
         raise Skip("no trial recorded train_images_per_s or mfu")
     rows = frame[frame["state"] == "complete"]
     fig, axes = plt.subplots(
-        1, len(present), figsize=(6 * len(present), 0.5 * rows["config"].nunique() + 2), squeeze=False
+        1, len(present), figsize=(5 * len(present) + 3, 0.5 * rows["config"].nunique() + 1.5), squeeze=False
     )
-    for ax, metric in zip(axes[0], present, strict=True):
+    for i, (ax, metric) in enumerate(zip(axes[0], present, strict=True)):
         sns.barplot(data=rows, y="config", x=metric, errorbar="sd", color="#8fb3d9", ax=ax)
         sns.stripplot(data=rows, y="config", x=metric, color="k", size=4, ax=ax)
         ax.set_ylabel("")
+        if i:  # the configurations are labelled once, on the left
+            ax.tick_params(labelleft=False)
+    fig.tight_layout()
     return [
         Figure(
             _save(fig, out, "throughput"),
@@ -210,11 +216,12 @@ def plot_swd_levels(tables: StudyTables, frame: pd.DataFrame, out: Path) -> list
     if not levels or rows.empty:
         raise Skip("no trial recorded per-level SWD (swd_16, swd_32, ...)")
     long = rows.melt(
-        id_vars=["trial_number", "config"], value_vars=[c for _, c in levels], var_name="level", value_name="swd"
-    ).dropna(subset=["swd"])
+        id_vars=["trial_number", "config"], value_vars=[c for _, c in levels], var_name="level", value_name="swd_value"
+    ).dropna(subset=["swd_value"])
     long["resolution"] = long["level"].str.split("_").str[1].astype(int)
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=long, x="resolution", y="swd", hue="config", marker="o", errorbar="sd", ax=ax)
+    sns.lineplot(data=long, x="resolution", y="swd_value", hue="config", marker="o", errorbar="sd", ax=ax)
+    ax.set_ylabel("SWD")
     ax.set_xscale("log", base=2)
     ax.set_xticks([r for r, _ in levels], [str(r) for r, _ in levels])
     ax.set_xlabel("pyramid level resolution (low: global structure, high: detail)")
@@ -244,7 +251,3 @@ def plot_importances(importances: pd.DataFrame, out: Path) -> list[Figure]:
             "Optuna's default evaluator, normalised to sum to 1 per objective.",
         )
     ]
-
-
-def finite(values: pd.Series) -> bool:
-    return bool(np.isfinite(pd.to_numeric(values, errors="coerce")).any())

@@ -17,6 +17,7 @@ from harness.summaries import StudyTables, summarize
 
 SUMMARY_FILE = "summary.csv"
 TRIALS_FILE = "trials.csv"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 
 
 def fmt(value: Any) -> str:
@@ -53,7 +54,8 @@ def _plot_all(tables: StudyTables, frame: pd.DataFrame, curves: dict, importance
         missing.append(("Parameter importances", importances[1]))
     for title, job in jobs:
         try:
-            figures += job()
+            with plt.rc_context({"text.parse_math": False}):  # labels from the database are text, not TeX
+                figures += job()
         except plots.Skip as why:
             missing.append((title, str(why)))
         except Exception as err:  # noqa: BLE001 - one broken plot must not lose the whole report
@@ -68,7 +70,8 @@ def _copy_samples(grids: pd.DataFrame, out: Path) -> tuple[list[dict], list[tupl
         (out / "samples").mkdir(exist_ok=True)
     for rec in grids.itertuples(index=False):
         source = Path(rec.path)
-        target = out / "samples" / f"trial_{int(rec.trial_number)}{source.suffix or '.png'}"
+        suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_SUFFIXES else ".png"
+        target = out / "samples" / f"trial_{int(rec.trial_number)}{suffix}"
         if not source.is_file():
             missing.append((f"Samples of trial {int(rec.trial_number)}", f"file not found: {rec.path}"))
             continue

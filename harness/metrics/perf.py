@@ -1,0 +1,247 @@
+"""Throughput, peak memory and model FLOPs utilisation (MFU).
+
+The trial runner measures with ``ThroughputMeter`` and ``PeakMemory`` while it trains and samples and
+puts the numbers in ``EvalContext.stats``; the ``throughput`` and ``memory`` metrics only record them.
+``mfu`` = achieved training FLOP/s / peak FLOP/s, with achieved = 3 x forward FLOPs per image x training
+images/s (forward + backward = 3 forward passes, the usual convention of Kaplan et al. 2020 and PaLM) and
+the peak measured once per host, device and dtype with a large matrix product, cached in
+``cache_dir/peak_flops.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import torch
+from pydantic import Field
+
+from harness.metrics.base import EvalContext, Metric, MetricValue, unavailable
+from harness.metrics.flops import CONVENTION, flops_of
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ThroughputMeter:
+    """Times steps; the first ``warmup`` steps are ignored (compilation, allocator and cache warm-up).
+
+    ``images_per_s`` = images over the steady steps / their total time; ``seconds_per_step`` = that total
+    time / number of steady steps (total-over-steady-steps, not a median: a slow step counts).
+    Under CUDA the device is synchronised before the clock is read at both ends of a step.
+    """
+
+    def __init__(self, device: torch.device | str, warmup: int = 5):
+        self.device = torch.device(device)
+        self.warmup = warmup
+        self.steps = 0                       # all steps, warm-up included
+        self.images = 0                      # images of the steady steps
+        self.seconds = 0.0                   # wall time of the steady steps
+
+    @contextlib.contextmanager
+    def step(self, batch_size: int) -> Iterator[None]:
+        _sync(self.device)
+        start = time.perf_counter()
+        yield
+        _sync(self.device)
+        elapsed = time.perf_counter() - start
+        self.steps += 1
+        if self.steps > self.warmup:
+            self.images += batch_size
+            self.seconds += elapsed
+
+    @property
+    def steady_steps(self) -> int:
+        return max(0, self.steps - self.warmup)
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.seconds if self.steady_steps and self.seconds > 0 else None
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        return self.seconds / self.steady_steps if self.steady_steps else None
+
+
+class PeakMemory:
+    """Peak memory of a block. ``peak_bytes`` after exit.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after resetting the peak at entry (absolute: includes what
+    was allocated before the block, e.g. the weights). CPU: the growth of the process's resident set size
+    over the block, sampled every ``interval_s`` by a background thread (a spike shorter than the interval
+    can be missed); 0 if the RSS never grew.
+    """
+
+    def __init__(self, device: torch.device | str, interval_s: float = 0.005):
+        self.device = torch.device(device)
+        self.interval_s = interval_s
+        self.peak_bytes: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._base = 0
+        self._max = 0
+
+    def _sample(self, proc: psutil.Process) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._max = max(self._max, proc.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            _sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            proc = psutil.Process(os.getpid())
+            self._base = self._max = proc.memory_info().rss
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._sample, args=(proc,), daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            _sync(self.device)
+            self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._max = max(self._max, psutil.Process(os.getpid()).memory_info().rss)
+        self.peak_bytes = int(self._max - self._base)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: float | None = None) -> dict[str, Any]:
+    """Best FLOP/s of repeated square matrix products (n x n x n, 2 n^3 FLOPs each) within ``budget_s``."""
+    cpu = device.type == "cpu"
+    n = 1024 if cpu else 8192
+    budget_s = budget_s if budget_s is not None else (1.0 if cpu else 3.0)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    torch.matmul(a, b)                                   # warm-up (kernel selection, thread pool)
+    _sync(device)
+    best, reps, deadline = 0.0, 0, time.perf_counter() + budget_s
+    while time.perf_counter() < deadline or reps < 3:
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(1 if cpu else 10):
+            torch.matmul(a, b)
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        best = max(best, (1 if cpu else 10) * 2 * n**3 / elapsed)
+        reps += 1
+    return {"peak_flops_per_s": best, "matmul_n": n, "repeats": reps, "measured_at": time.time()}
+
+
+def peak_flops(ctx: EvalContext) -> dict[str, Any]:
+    """Measured peak for (host, device, dtype), cached in ``cache_dir/peak_flops.json``."""
+    key = f"{socket.gethostname()}|{device_name(ctx.device)}|{str(ctx.dtype).removeprefix('torch.')}"
+    path = ctx.cache_dir / "peak_flops.json"
+    table: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        table = json.loads(path.read_text())
+    if key in table:
+        return {**table[key], "key": key, "cache": "hit"}
+    entry = measure_peak_flops(ctx.device, ctx.dtype)
+    with contextlib.suppress(OSError, ValueError):       # another worker may have written meanwhile
+        table = json.loads(path.read_text())
+    table[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f"{path.name}.part{os.getpid()}")
+    part.write_text(json.dumps(table, indent=1, sort_keys=True))
+    part.replace(path)
+    return {**entry, "key": key, "cache": "miss"}
+
+
+def _stat(ctx: EvalContext, name: str) -> float | None:
+    value = ctx.stats.get(name)
+    return None if value is None else float(value)
+
+
+def _recorded(ctx: EvalContext, name: str, unit: str, **attrs: Any) -> MetricValue:
+    value = _stat(ctx, name)
+    if value is None:
+        return unavailable(name, f"the runner did not measure {name}", unit, **attrs)
+    return MetricValue(name, value, unit, attrs)
+
+
+class Throughput(Metric):
+    """Training and sampling throughput measured by the runner (steady state, after warm-up steps)."""
+
+    def compute(self, ctx: EvalContext) -> list[MetricValue]:
+        common = {"device": device_name(ctx.device), "dtype": str(ctx.dtype).removeprefix("torch."),
+                  "batch_size": ctx.stats.get("batch_size"),
+                  "method": "total images / total time over steady-state steps (warm-up excluded)"}
+        sample = {**common, "sampler_steps": ctx.stats.get("sampler_steps"),
+                  "step": "one sampler step (one network evaluation of the batch)"}
+        return [
+            _recorded(ctx, "train_images_per_s", "images/s", **common),
+            _recorded(ctx, "train_seconds_per_step", "s", **common, step="one optimiser step"),
+            _recorded(ctx, "sample_images_per_s", "images/s", **sample),
+            _recorded(ctx, "sample_seconds_per_step", "s", **sample),
+        ]
+
+
+class Memory(Metric):
+    """Peak memory of training and of sampling, as measured by the runner with ``PeakMemory``."""
+
+    def compute(self, ctx: EvalContext) -> list[MetricValue]:
+        method = ("torch.cuda.max_memory_allocated (absolute)" if ctx.device.type == "cuda"
+                  else "growth of process RSS, sampled every 5 ms")
+        attrs = {"device": device_name(ctx.device), "method": method, "batch_size": ctx.stats.get("batch_size")}
+        train = _stat(ctx, "train_peak_memory_bytes")
+        out = [MetricValue("peak_memory_bytes", train, "bytes", {**attrs, "phase": "train"}) if train is not None
+               else unavailable("peak_memory_bytes", "the runner did not measure train_peak_memory_bytes",
+                                "bytes", **attrs)]
+        out.append(_recorded(ctx, "sample_peak_memory_bytes", "bytes", **attrs, phase="sample"))
+        return out
+
+
+class Mfu(Metric):
+    """Model FLOPs utilisation of training: 3 x forward FLOPs x images/s over the device's peak FLOP/s."""
+
+    peak_flops_per_s: float | None = Field(default=None, gt=0)   # datasheet peak; None = measure (matmul)
+
+    def compute(self, ctx: EvalContext) -> list[MetricValue]:
+        dtype = str(ctx.dtype).removeprefix("torch.")
+        images_per_s = _stat(ctx, "train_images_per_s")
+        if self.peak_flops_per_s is not None:
+            peak = {"peak_flops_per_s": self.peak_flops_per_s, "source": "given (mfu.peak_flops_per_s)"}
+        else:
+            peak = {**peak_flops(ctx), "source": "measured: best n x n matmul FLOP/s"}
+        attrs = {"dtype": dtype, "device": device_name(ctx.device), "peak_source": peak["source"],
+                 "peak": peak, "convention": "achieved = 3 x forward flops_per_image x train_images_per_s; "
+                 + CONVENTION}
+        peak_value = MetricValue("peak_flops_per_s", peak["peak_flops_per_s"], "FLOP/s", attrs)
+        try:
+            flops = flops_of(ctx)["flops_per_image"]
+        except Exception as err:  # untraceable network: no MFU, the trial goes on
+            reason = f"no FLOP count: {type(err).__name__}"
+            return [unavailable("mfu", reason, **attrs), unavailable("achieved_flops_per_s", reason, "FLOP/s"),
+                    peak_value]
+        if images_per_s is None:
+            reason = "the runner did not measure train_images_per_s"
+            return [unavailable("mfu", reason, **attrs), unavailable("achieved_flops_per_s", reason, "FLOP/s"),
+                    peak_value]
+        achieved = 3 * flops * images_per_s
+        attrs = {**attrs, "flops_per_image": flops, "train_images_per_s": images_per_s}
+        return [MetricValue("mfu", achieved / peak["peak_flops_per_s"], None, attrs),
+                MetricValue("achieved_flops_per_s", achieved, "FLOP/s", attrs), peak_value]

@@ -1,0 +1,131 @@
+"""The study runner end to end on tiny studies: database contents, resume, failures, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from harness import results
+from harness.study import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = """
+name: {name}
+seed: 0
+dataset: {{name: shapes, resolution: 16, num_images: 48}}
+model: {{name: uvit, preset: tiny, stem: {{name: wavelet, levels: 1}}}}
+diffusion: {{schedule: {{name: cosine}}, loss: mse}}
+train: {{steps: {steps}, batch_size: 4, warmup_steps: 2, log_every: 2, checkpoint_every: {ckpt}, device: cpu}}
+eval: {{num_samples: 8, batch_size: 8, grid_size: 4, sampler: {{name: ddim, steps: 2}},
+       metrics: [swd, flops, throughput, memory, mfu, fid]}}
+search:
+  sampler: grid
+  space:
+    {space}
+objectives: [{{metric: val_loss, direction: minimize}}]
+"""
+
+
+def write_study(tmp_path: Path, name="tiny", steps=4, ckpt=2, space="train.seed: [0, 1]") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(TINY.format(name=name, steps=steps, ckpt=ckpt, space=space))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HARNESS_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_tiny_study_end_to_end_and_resume(tmp_path: Path, capsys):
+    study = write_study(tmp_path)
+    db = tmp_path / "out" / "h.db"
+    url = f"sqlite:///{db}"
+    assert main([str(study), "--storage", url, "--quiet"]) == 0
+    frame = results.load(url, "tiny")
+    assert len(frame) == 2 and set(frame["state"]) == {"complete"}
+    assert sorted(frame["train.seed"]) == [0, 1]
+    for col in ["val_loss", "swd", "flops_per_image", "params", "train_images_per_s", "mfu"]:
+        assert frame[col].notna().all(), col
+    assert frame["fid"].isna().all()  # no Inception weights offline: recorded as unavailable
+    con = sqlite3.connect(db)
+    fid_attrs = json.loads(con.execute("SELECT attrs_json FROM harness_metrics WHERE name='fid'").fetchone()[0])
+    assert fid_attrs.get("reason")
+    curve = con.execute("SELECT step, value FROM harness_metrics WHERE name='train_loss' AND trial_number=0").fetchall()
+    assert [s for s, _ in curve] == [2, 4]
+    config = json.loads(con.execute("SELECT config_json FROM harness_trials WHERE trial_number=1").fetchone()[0])
+    assert config["train"]["seed"] == 1 and config["model"]["resolution"] == 16
+    env = con.execute("SELECT host, torch_version, git_revision FROM harness_trials").fetchone()
+    assert env[0] and env[1] == torch.__version__
+    grids = [Path(p) for (p,) in con.execute("SELECT path FROM harness_artifacts WHERE kind='sample_grid'")]
+    assert len(grids) == 2 and all(p.exists() for p in grids)
+    # Optuna's own view of the same study
+    ostudy = optuna.load_study(study_name="tiny", storage=url)
+    assert [t.state.name for t in ostudy.trials] == ["COMPLETE", "COMPLETE"]
+    # rerunning adds nothing
+    capsys.readouterr()
+    assert main([str(study), "--storage", url, "--quiet"]) == 0
+    assert "nothing to run" in capsys.readouterr().out
+    assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 2
+    # growing the grid runs only the new cells
+    assert main([str(study), "--storage", url, "--quiet", "--set", "search.space.train.seed=[0, 1, 2]"]) == 0
+    assert sorted(results.load(url, "tiny")["train.seed"]) == [0, 1, 2]
+
+
+def test_non_finite_loss_fails_one_trial_and_the_study_goes_on(tmp_path: Path, monkeypatch):
+    from components.losses import VMse
+
+    monkeypatch.setattr(
+        VMse, "__call__", lambda self, eps_hat, eps, logsnr: (eps_hat - eps).flatten(1).mean(1) * float("nan")
+    )
+    study = write_study(tmp_path, space="diffusion.loss: [v_mse, mse]")
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert main([str(study), "--storage", url, "--quiet"]) == 0
+    frame = results.load(url, "tiny").set_index("diffusion.loss")
+    assert frame.loc["v_mse", "state"] == "failed"
+    assert "non-finite loss" in frame.loc["v_mse", "error"] and "at step 0" in frame.loc["v_mse", "error"]
+    assert frame.loc["mse", "state"] == "complete"
+    states = {
+        t.params["diffusion.loss"]: t.state.name for t in optuna.load_study(study_name="tiny", storage=url).trials
+    }
+    assert states == {"v_mse": "FAIL", "mse": "COMPLETE"}
+
+
+def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path):
+    study = write_study(tmp_path, steps=3000, ckpt=10, space="train.seed: [0]")
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "harness.study", str(study), "--storage", url, "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckpts = tmp_path / "tiny"
+    deadline = time.time() + 120
+    found: list[Path] = []
+    while time.time() < deadline and not found:
+        found = list(ckpts.glob("config_*/checkpoint/latest.pt")) if ckpts.exists() else []
+        time.sleep(0.2)
+    assert found, proc.communicate(timeout=5)[0] if proc.poll() is not None else "no checkpoint written"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    step_at_kill = torch.load(found[0], weights_only=False)["step"]
+    assert 0 < step_at_kill < 3000
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resumed from step {step_at_kill}" in done.stdout
+    frame = results.load(url, "tiny")
+    assert list(frame["state"]) == ["failed", "complete"]
+    assert "interrupted" in frame.iloc[0]["error"]
+    assert frame.iloc[1]["resumed_from_step"] == step_at_kill
