@@ -7,10 +7,11 @@ import json
 import socket
 import time
 import traceback
+import warnings
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from harness.environment import environment, pid_alive
@@ -19,27 +20,30 @@ from harness.runner import config_hash, pick_device, run_trial
 from harness.space import cell_labels
 from harness.storage import open_store
 from harness.store import Store
-from harness.study import cache_dir, planned_trials, results_dir, slug
+from harness.study import cache_dir, planned_trials, print_notes, results_dir, slug
 from harness.studyfile import LoadedStudy
 
 
 def make_sampler(loaded: LoadedStudy) -> optuna.samplers.BaseSampler:
     search, seed = loaded.spec.search, loaded.spec.seed
     if search.sampler == "grid":
-        space = {d.key: d.labels if d.values is not None else d.grid_values() for d in loaded.dims}
-        return optuna.samplers.GridSampler(space, seed=seed)
+        # every cell is enqueued with fixed parameters (see ``enqueue_missing``), so the sampler never
+        # chooses; Optuna's GridSampler would pick cells itself and repeat failed ones within one run
+        return optuna.samplers.RandomSampler(seed=seed)
     if search.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
 def open_study(loaded: LoadedStudy, storage_url: str) -> optuna.Study:
-    storage = RDBStorage(
-        storage_url,
-        heartbeat_interval=60,
-        grace_period=180,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=3),
-    )
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and exactly what we need
+        warnings.simplefilter("ignore")
+        storage = RDBStorage(
+            storage_url,
+            heartbeat_interval=60,
+            grace_period=180,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
     directions = [o.direction for o in loaded.spec.objectives]
     try:
         return optuna.create_study(
@@ -55,6 +59,24 @@ def open_study(loaded: LoadedStudy, storage_url: str) -> optuna.Study:
 
 def params_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
+
+
+def check_space_unchanged(study: optuna.Study, loaded: LoadedStudy) -> None:
+    """Optuna cannot change an axis' kind or a categorical's values within a study: say so before running."""
+    grid = loaded.spec.search.sampler == "grid"
+    for trial in study.get_trials(deepcopy=False):
+        for dim in loaded.dims:
+            old = trial.distributions.get(dim.key)
+            if old is None:
+                continue
+            try:
+                optuna.distributions.check_distribution_compatibility(old, dim.distribution(grid))
+            except ValueError:
+                raise UsageError(
+                    f"{loaded.path}: search.space.{dim.key}: differs from what study {loaded.name!r} stored "
+                    f"({optuna.distributions.distribution_to_json(old)}); Optuna cannot change it within a "
+                    "study: use a new study name (--set name=...)"
+                ) from None
 
 
 def recover_stale(study: optuna.Study, store: Store, loaded: LoadedStudy) -> int:
@@ -104,7 +126,8 @@ def make_objective(loaded: LoadedStudy, store: Store, storage: str, progress: bo
     root = results_dir(storage) / slug(loaded.name)
 
     def objective(trial: optuna.Trial):
-        labels = {d.key: d.suggest(trial) for d in loaded.dims}
+        grid = loaded.spec.search.sampler == "grid"
+        labels = {d.key: d.suggest(trial, grid=grid) for d in loaded.dims}
         values = {d.key: d.decode(labels[d.key]) for d in loaded.dims}
         if loaded.spec.search.sampler == "grid":
             for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
@@ -154,6 +177,9 @@ def run_study(loaded: LoadedStudy, storage: str, n_trials: int | None, progress:
     """Run what is missing of the study; returns a one-paragraph summary."""
     store = open_store(storage)
     spec = loaded.spec
+    study = open_study(loaded, storage)
+    check_space_unchanged(study, loaded)
+    print_notes(loaded)
     store.record_study(
         loaded.name,
         str(loaded.path),
@@ -161,7 +187,6 @@ def run_study(loaded: LoadedStudy, storage: str, n_trials: int | None, progress:
         spec.search.model_dump(mode="json"),
         [o.model_dump() for o in spec.objectives],
     )
-    study = open_study(loaded, storage)
     recover_stale(study, store, loaded)
     if spec.search.sampler == "grid":
         missing, total = enqueue_missing(study, loaded)

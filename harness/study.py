@@ -76,6 +76,12 @@ def print_dry_run(loaded: LoadedStudy, storage: str) -> None:
         print(yaml.safe_dump(loaded.trial_config(cell), sort_keys=False).rstrip())
 
 
+def print_notes(loaded: LoadedStudy) -> None:
+    """Warnings found while validating (e.g. FID unavailable), printed once the input is known to be good."""
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -88,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             n_trials = 0
         if n_trials < 1:
             raise UsageError(f"{args.study}: --n-trials: must be a positive integer, got {args.n_trials!r}")
+    if loaded.spec.storage is not None:
+        check_storage_url(loaded.spec.storage, f"{args.study}: storage")
     storage = resolve_storage(args.storage, loaded.spec.storage)
     check_storage_url(storage, "--storage" if args.storage else f"{args.study}: storage")
     if args.dry_run:
         print_dry_run(loaded, storage)
+        print_notes(loaded)
         return 0
     from harness.optimize import run_study
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,20 @@ from pydantic import BaseModel, ValidationError
 import components
 from components.registry import ComponentError, did_you_mean
 from harness.config import StudySpec, TrialConfig
-from harness.errors import UsageError
+from harness.errors import UsageError, one_line
 from harness.space import Dimension, get_path, set_path
 from harness.yamlio import loads
 
+# names each metric writes (objectives may name any of them); per-level SWD values are swd_<pixels>
+METRIC_OUTPUTS = {
+    "fid": ("fid",),
+    "kid": ("kid", "kid_std"),
+    "swd": ("swd",),
+    "flops": ("flops_per_image", "macs_per_image", "params"),
+    "throughput": ("train_images_per_s", "train_seconds_per_step", "sample_images_per_s", "sample_seconds_per_step"),
+    "memory": ("peak_memory_bytes", "sample_peak_memory_bytes"),
+    "mfu": ("mfu", "achieved_flops_per_s", "peak_flops_per_s"),
+}
 _UNION_TAGS = ("str", "dict[str,any]", "list[any]", "RangeSpec", "int", "float", "bool", "none")
 
 
@@ -172,6 +183,7 @@ class LoadedStudy:
 
     def __init__(self, path: Path, spec: StudySpec, base: dict[str, Any], dims: list[Dimension]):
         self.path, self.spec, self.base, self.dims = path, spec, base, dims
+        self.notes: list[str] = []
 
     @property
     def name(self) -> str:
@@ -199,8 +211,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> LoadedSt
     except UsageError as err:
         raise UsageError(f"{path}: {err}") from None
     dims = _check_search(path, spec, base)
-    _check_objectives(path, spec, base)
-    return LoadedStudy(path, spec, base, dims)
+    loaded = LoadedStudy(path, spec, base, dims)
+    loaded.notes = _check_objectives(path, spec, base)
+    return loaded
 
 
 def _check_search(path: Path, spec: StudySpec, base: dict[str, Any]) -> list[Dimension]:
@@ -243,12 +256,14 @@ def _check_search(path: Path, spec: StudySpec, base: dict[str, Any]) -> list[Dim
     return dims
 
 
-def _check_objectives(path: Path, spec: StudySpec, base: dict[str, Any]) -> None:
-    from harness.metrics import FidOptions, metric_outputs, preflight
+def _check_objectives(path: Path, spec: StudySpec, base: dict[str, Any]) -> list[str]:
+    """Objectives must be produced by the enabled metrics; FID/KID objectives need weights. Returns the
+    notes the metrics' preflight raised as warnings (e.g. FID will be unavailable)."""
+    from harness.metrics import METRICS, FidOptions, preflight
 
     produced = {"val_loss", "train_loss"}
     for name in base["eval"]["metrics"]:
-        produced |= set(metric_outputs(name))
+        produced |= set(getattr(METRICS[name], "outputs", METRIC_OUTPUTS.get(name, (name,))))
     for i, obj in enumerate(spec.objectives):
         if obj.metric not in produced and not any(obj.metric.startswith(p + "_") for p in ("swd",)):
             known = sorted(produced)
@@ -256,7 +271,10 @@ def _check_objectives(path: Path, spec: StudySpec, base: dict[str, Any]) -> None
                 f"{path}: objectives.{i}.metric: {obj.metric!r} is not produced by eval.metrics"
                 f"{did_you_mean(obj.metric, known)} produced: {', '.join(known)}"
             )
-    try:
-        preflight(base["eval"]["metrics"], FidOptions(**base["eval"]["fid"]), [o.metric for o in spec.objectives])
-    except ValueError as err:
-        raise UsageError(f"{path}: objectives: {err}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            preflight(base["eval"]["metrics"], FidOptions(**base["eval"]["fid"]), [o.metric for o in spec.objectives])
+        except ValueError as err:
+            raise UsageError(f"{path}: objectives: {err}") from None
+    return [one_line(str(w.message)) for w in caught]

@@ -1,5 +1,5 @@
 """The numbers a report shows, extracted once: per-factor effects with confidence intervals, FID/KID
-comparability, Pareto fronts. ``harness.report``, ``python -m harness.query --summary`` and
+comparability. ``harness.report``, ``python -m harness.query --summary`` and
 ``harness.results.summary`` all read through this module, so a paper, a notebook and a script quote the
 same numbers.
 
@@ -31,8 +31,12 @@ from harness.space import label
 from harness.store import Store
 
 CONFIDENCE = 0.95
-# attrs that must agree for two values of a sample-based metric (FID, KID, ...) to be compared
-BASIS_KEYS = ("n_generated", "n_reference", "reference", "mode", "extractor")
+# attrs that must agree for two values of a sample-based metric (FID, KID, ...) to be compared; others
+# (a cache hit, KID's subset seed, a weights file's path) may differ without harm
+BASIS_KEYS = (
+    "n_generated", "n_reference", "reference", "reference_fingerprint", "mode", "extractor", "image_shape",
+    "library", "num_subsets", "subset_size",
+)  # fmt: skip
 GUARDED_METRICS = ("fid", "kid")
 PROVENANCE_COLUMNS = ["host", "device", "git_revision", "torch_version", "cuda_version", "config_json", "env_json"]
 
@@ -123,13 +127,25 @@ def metric_bases(metrics: pd.DataFrame) -> pd.DataFrame:
     scalar = metrics[metrics["step"].isna() & metrics["value"].notna()] if len(metrics) else metrics
     for rec in scalar.itertuples(index=False):
         attrs = json.loads(rec.attrs_json) if isinstance(rec.attrs_json, str) and rec.attrs_json else {}
-        keyed = {k: attrs[k] for k in BASIS_KEYS if k in attrs}
+        keyed = {k: _basis_value(attrs[k]) for k in BASIS_KEYS if k in attrs}
         if rec.name in GUARDED_METRICS or keyed:
             basis = ", ".join(f"{k}={v}" for k, v in keyed.items()) or "unrecorded"
             rows.append({"trial_number": int(rec.trial_number), "name": rec.name, "basis": basis})
     return pd.DataFrame(rows, columns=["trial_number", "name", "basis"]).drop_duplicates(
         ["trial_number", "name"], keep="last"
     )
+
+
+def _basis_value(value: Any) -> str:
+    """An attr as it enters a basis; a feature extractor is its name and weights' checksum, not its path."""
+    if isinstance(value, Mapping):
+        name, digest = value.get("name"), value.get("sha256")
+        if name or digest:
+            return f"{name or '?'}@{str(digest)[:12]}" if digest else str(name)
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, list | tuple):
+        return "x".join(map(str, value))
+    return str(value)
 
 
 def add_basis_columns(frame: pd.DataFrame, bases: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
@@ -298,19 +314,6 @@ def _effect_row(factor, level, base_level, obj, by_level, others, metric) -> dic
         )
         row["test"] = "Welch t"
     return row
-
-
-# -- Pareto front -------------------------------------------------------------------------------------
-def pareto_mask(cost: Sequence[float], objective: Sequence[float], direction: str = "minimize") -> np.ndarray:
-    """True for points not dominated by any other: lower ``cost`` (e.g. FLOPs) and better ``objective``."""
-    x = np.asarray(cost, dtype=float)
-    y = np.asarray(objective, dtype=float) * (1.0 if direction == "minimize" else -1.0)
-    ok = np.isfinite(x) & np.isfinite(y)
-    mask = np.zeros(len(x), dtype=bool)
-    for i in np.flatnonzero(ok):
-        dominated = ok & (x <= x[i]) & (y <= y[i]) & ((x < x[i]) | (y < y[i]))
-        mask[i] = not dominated.any()
-    return mask
 
 
 # -- one study, extracted -----------------------------------------------------------------------------

@@ -23,19 +23,21 @@ from scipy import stats
 from harness import results
 from harness.query import main as query_main
 from harness.report.__main__ import main as report_main
+from harness.report.data import pareto_mask
 from harness.store import Store
-from harness.summaries import effects, pareto_mask
+from harness.summaries import add_basis_columns, comparability_warnings, effects, metric_bases
 
 SCHEDULES = ["cosine", {"name": "shifted_cosine", "base_resolution": 32}]
 SCHEDULE_LABELS = ["cosine", "shifted_cosine(base_resolution=32)"]
 LOSSES = ["mse", "multiscale"]
 SEEDS = [0, 1, 2]
-FID_ATTRS = {
+FID_ATTRS = {  # the runner's shape (harness.metrics.fid): only some attrs decide comparability
     "n_generated": 256,
     "n_reference": 512,
     "mode": "clean",
-    "extractor": "inception",
-    "reference": "shapes:holdout",
+    "reference_fingerprint": "shapes-16-v1",
+    "extractor": {"name": "InceptionV3W", "sha256": "f58cb9b6ec323ed63459aa4fb441fe75", "path": "/a/b.pt"},
+    "image_shape": [3, 16, 16],
 }
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,6 +82,7 @@ def make_study(
         store.start_trial(name, number, params, {"resolved": True, **params}, env)
         fid = fid_value(s, lo, seed)
         attrs = dict(FID_ATTRS, n_generated=(fid_n or {}).get(number, FID_ATTRS["n_generated"]))
+        attrs.update(reference_cache="hit" if number else "miss", seed=number)  # differ harmlessly
         flops = 1e9 * (1 + s) * (1 + 0.5 * lo)
         store.add_metrics(
             name,
@@ -368,5 +371,20 @@ def test_report_of_a_real_tiny_study(tmp_path, monkeypatch):
             (d.mean(), d.mean() - half, d.mean() + half)
         )
     html = (out / "index.html").read_text()
-    assert "Metrics recorded as unavailable" in html and ", fid: " in html  # no Inception weights offline
+    assert (
+        "Metrics recorded as unavailable" in html and "<strong>fid</strong> (trials " in html
+    )  # no Inception weights offline
     assert "effect_diffusion.schedule_val_loss.png" in html and (out / "train_loss.png").is_file()
+
+
+def test_a_different_reference_set_is_a_different_basis():
+    rows = [
+        {"trial_number": n, "name": "fid", "value": 10.0, "step": None, "attrs_json": json.dumps(dict(FID_ATTRS, **a))}
+        for n, a in enumerate([{}, {"reference_cache": "hit", "seed": 3}, {"reference_fingerprint": "other-set"}])
+    ]
+    bases = metric_bases(pd.DataFrame(rows))
+    assert bases["basis"].nunique() == 2 and bases.loc[0, "basis"] == bases.loc[1, "basis"]
+    frame, distinct = add_basis_columns(pd.DataFrame({"trial_number": [0, 1, 2]}), bases)
+    assert list(frame["fid_comparable"]) == [True, True, False]
+    (warning,) = comparability_warnings(distinct)
+    assert "reference_fingerprint=shapes-16-v1 | reference_fingerprint=other-set" in warning

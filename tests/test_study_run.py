@@ -104,28 +104,62 @@ def test_non_finite_loss_fails_one_trial_and_the_study_goes_on(tmp_path: Path, m
     assert states == {"v_mse": "FAIL", "mse": "COMPLETE"}
 
 
+SLOW_MAIN = """
+import sys, time, torch
+step = torch.optim.AdamW.step
+def slow_step(self, *a, **k):
+    time.sleep(0.05)                      # slow training down so the test can kill it mid-way
+    return step(self, *a, **k)
+torch.optim.AdamW.step = slow_step
+from harness.study import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path):
-    study = write_study(tmp_path, steps=3000, ckpt=10, space="train.seed: [0]")
+    study = write_study(tmp_path, steps=200, ckpt=10, space="train.seed: [0]")
     url = f"sqlite:///{tmp_path / 'h.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "harness.study", str(study), "--storage", url, "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    ckpts = tmp_path / "tiny"
-    deadline = time.time() + 120
+    args = [str(study), "--storage", url, "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_MAIN, *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 180
     found: list[Path] = []
-    while time.time() < deadline and not found:
-        found = list(ckpts.glob("config_*/checkpoint/latest.pt")) if ckpts.exists() else []
-        time.sleep(0.2)
+    while time.time() < deadline and not found and proc.poll() is None:
+        found = list((tmp_path / "tiny").glob("config_*/checkpoint/latest.pt"))
+        time.sleep(0.1)
     assert found, proc.communicate(timeout=5)[0] if proc.poll() is not None else "no checkpoint written"
-    time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     step_at_kill = torch.load(found[0], weights_only=False)["step"]
-    assert 0 < step_at_kill < 3000
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert 0 < step_at_kill < 200
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.study", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resumed from step {step_at_kill}" in done.stdout
     frame = results.load(url, "tiny")
     assert list(frame["state"]) == ["failed", "complete"]
     assert "interrupted" in frame.iloc[0]["error"]
     assert frame.iloc[1]["resumed_from_step"] == step_at_kill
+
+
+def test_changing_a_categorical_axis_of_a_stored_study_is_refused(tmp_path: Path, capsys):
+    study = write_study(tmp_path, space="diffusion.loss: [mse]", steps=2)
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert main([str(study), "--storage", url, "--quiet"]) == 0
+    capsys.readouterr()
+    code = main([str(study), "--storage", url, "--quiet", "--set", "search.space.diffusion.loss=[mse, v_mse]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "search.space.diffusion.loss" in err and err.count("\n") == 1
+    assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 1

@@ -11,7 +11,7 @@ import math
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,7 +75,9 @@ class EvalContext:
 
 
 class Metric(Component):
-    """Base of every metric spec."""
+    """Base of every metric spec. ``outputs``: the value names ``compute`` writes (SWD adds ``swd_<r>``)."""
+
+    outputs: ClassVar[tuple[str, ...]] = ()
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         raise NotImplementedError

@@ -29,12 +29,14 @@ from PIL import Image
 from harness.metrics.base import MetricError
 from harness.metrics.inception import FeatureExtractor
 
-ImageSource = torch.Tensor | str | pathlib.Path   # uint8 [N, C, H, W], or a folder of image files
+ImageSource = torch.Tensor | str | pathlib.Path  # uint8 [N, C, H, W], or a folder of image files
 
 
 def list_folder(folder: str | pathlib.Path) -> list[str]:
     """Image files below ``folder``, sorted, as ``cleanfid.fid.get_folder_features`` lists them."""
-    files = sorted(f for ext in EXTENSIONS for f in glob.glob(os.path.join(folder, f"**/*.{ext}"), recursive=True))
+    files = sorted(
+        f for ext in EXTENSIONS for f in glob.glob(os.path.join(folder, f"**/*.{ext}"), recursive=True)
+    )
     if not files:
         raise MetricError(f"no image files ({', '.join(sorted(EXTENSIONS))}) in {folder}")
     return files
@@ -44,15 +46,17 @@ def _load_file(path: str) -> np.ndarray:
     if path.endswith(".npy"):
         return np.load(path)
     with Image.open(path) as img:
-        return np.array(img.convert("RGB"))             # [H, W, 3] uint8
+        return np.array(img.convert("RGB"))  # [H, W, 3] uint8
 
 
 def as_items(source: ImageSource) -> Sequence[Any]:
     """A sequence of per-image items: [C, H, W] uint8 arrays or file paths."""
     if isinstance(source, torch.Tensor):
         if source.dtype != torch.uint8 or source.ndim != 4 or source.shape[1] not in (1, 3):
-            raise MetricError(f"images must be uint8 [N, 1 or 3, H, W], got {source.dtype} {tuple(source.shape)}")
-        return source.detach().cpu().numpy()             # [N, C, H, W]
+            raise MetricError(
+                f"images must be uint8 [N, 1 or 3, H, W], got {source.dtype} {tuple(source.shape)}"
+            )
+        return source.detach().cpu().numpy()  # [N, C, H, W]
     return list_folder(source)
 
 
@@ -67,12 +71,12 @@ class Preparer:
         if isinstance(item, str):
             hwc = _load_file(item)
         else:
-            hwc = np.ascontiguousarray(item.transpose(1, 2, 0))   # [H, W, C]
+            hwc = np.ascontiguousarray(item.transpose(1, 2, 0))  # [H, W, C]
         if hwc.ndim == 2:
             hwc = hwc[:, :, None]
         if hwc.shape[2] == 1:
             hwc = np.repeat(hwc, 3, axis=2)
-        out = self.resize(hwc)                                     # float32 [299, 299, 3] (clean)
+        out = self.resize(hwc)  # float32 [299, 299, 3] (clean)
         return torch.from_numpy(np.ascontiguousarray(np.asarray(out, dtype=np.float32).transpose(2, 0, 1)))
 
 
@@ -91,9 +95,9 @@ def extract_features(
 
     def fill(batch: torch.Tensor | None, j: int, i: int) -> torch.Tensor:
         x = prepare(items[i])
-        if batch is None:                              # first image: learn the prepared shape
+        if batch is None:  # first image: learn the prepared shape
             return x
-        batch[j].copy_(x)                              # workers write in place: no stacking on one thread
+        batch[j].copy_(x)  # workers write in place: no stacking on one thread
         return batch
 
     first = fill(None, 0, 0)
@@ -107,7 +111,7 @@ def extract_features(
         for k in range(len(starts)):
             batch, futures = pending
             if k + 1 < len(starts):
-                pending = submit(starts[k + 1])        # resize the next batch while this one runs
+                pending = submit(starts[k + 1])  # resize the next batch while this one runs
             for f in futures:
                 f.result()
             feats.append(extractor(batch))

@@ -6,18 +6,18 @@ Both depend strongly on the number of generated images and on the reference set 
 every value records ``n_generated``, ``n_reference``, the reference fingerprint, mode and extractor.
 
 Reference features are computed once per (dataset fingerprint, image shape, mode, extractor checksum,
-number of reference images) and cached in ``cache_dir/fid/`` together with mean, covariance and the
-covariance's square root.
+number of reference images) and cached in ``cache_dir/fid/`` together with their mean and covariance.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import pathlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from harness.metrics.features import ImageSource, extract_features
 from harness.metrics.inception import FeatureExtractor, load_extractor
 
 CACHE_VERSION = 1
+CLEANFID_VERSION = importlib.metadata.version("clean-fid")
 
 
 def _sqrt_psd(sigma: np.ndarray) -> np.ndarray:
@@ -36,24 +37,48 @@ def _sqrt_psd(sigma: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-    sqrt_sigma2: np.ndarray | None = None,
-) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), as ``cleanfid.fid.frechet_distance``.
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, feats1: np.ndarray | None = None) -> float:
+    """Tr((S1 S2)^(1/2)) for covariances S1, S2 (PSD), without scipy's general ``sqrtm``.
 
-    Tr((S1 S2)^(1/2)) = Tr((R S1 R)^(1/2)) with R = S2^(1/2) (both PSD); R S1 R is symmetric, so its
-    eigenvalues come from ``eigvalsh`` instead of scipy's general ``sqrtm`` (about 5x faster at 2048-d and
-    free of the imaginary round-off that sqrtm must discard). R is cached with the reference statistics.
+    The eigenvalues of S1 S2 are those of a symmetric PSD matrix, so ``eigvalsh`` suffices:
+    with ``feats1`` [n, d], n <= d, whose covariance is S1 = A^T A (A = centred feats / sqrt(n - 1)),
+    the non-zero ones are those of A S2 A^T (n x n, cheap and exact: no round-off eigenvalues of the
+    null space); otherwise those of R S1 R with R = S2^(1/2).
+    """
+    if feats1 is not None and len(feats1) <= sigma1.shape[0]:
+        x = feats1.astype(np.float64)
+        a = (x - x.mean(axis=0)) / np.sqrt(len(x) - 1)
+        inner = a @ sigma2 @ a.T
+    else:
+        root = _sqrt_psd(sigma2)
+        inner = root @ sigma1 @ root
+    eig = np.linalg.eigvalsh((inner + inner.T) / 2)
+    return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+
+
+def frechet_distance(
+    mu1: np.ndarray,
+    sigma1: np.ndarray,
+    mu2: np.ndarray,
+    sigma2: np.ndarray,
+    feats1: np.ndarray | None = None,
+    feats2: np.ndarray | None = None,
+) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), equal to ``cleanfid.fid.frechet_distance``.
+
+    Optional ``feats1``/``feats2`` (the features the statistics came from) allow the exact low-rank
+    route of ``trace_sqrt_product`` when a set has at most as many images as feature dimensions.
     """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise MetricError(f"feature dimensions differ: {mu1.shape} vs {mu2.shape}")
-    root = _sqrt_psd(sigma2) if sqrt_sigma2 is None else sqrt_sigma2
-    inner = root @ sigma1 @ root
-    eig = np.linalg.eigvalsh((inner + inner.T) / 2)
-    tr_covmean = np.sqrt(np.clip(eig, 0.0, None)).sum()
+    sizes = [(len(f), i) for i, f in ((1, feats1), (2, feats2)) if f is not None]
+    smaller = min(sizes)[1] if sizes else 0
+    if smaller == 2:
+        tr_covmean = trace_sqrt_product(sigma2, sigma1, feats2)
+    else:
+        tr_covmean = trace_sqrt_product(sigma1, sigma2, feats1)
     diff = mu1 - mu2
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
@@ -87,14 +112,16 @@ class Statistics:
     feats: np.ndarray
     mu: np.ndarray
     sigma: np.ndarray
-    sqrt_sigma: np.ndarray | None = None
 
     @classmethod
-    def of(cls, feats: np.ndarray, with_sqrt: bool = False) -> Statistics:
+    def of(cls, feats: np.ndarray) -> Statistics:
         if feats.shape[0] < 2:
             raise MetricError(f"FID needs at least 2 images, got {feats.shape[0]}")
-        sigma = np.cov(feats, rowvar=False)
-        return cls(feats, np.mean(feats, axis=0), sigma, _sqrt_psd(sigma) if with_sqrt else None)
+        return cls(feats, np.mean(feats, axis=0), np.cov(feats, rowvar=False))
+
+    def distance(self, other: Statistics) -> float:
+        """FID of these statistics to ``other`` (the reference)."""
+        return frechet_distance(self.mu, self.sigma, other.mu, other.sigma, self.feats, other.feats)
 
 
 def reference_cache_path(cache_dir: pathlib.Path, key: dict[str, Any]) -> pathlib.Path:
@@ -108,7 +135,11 @@ def reference_statistics(ctx: EvalContext, extractor: FeatureExtractor) -> tuple
     Returns (statistics, attrs) with attrs ``n_reference``, ``reference_fingerprint`` and
     ``reference_cache`` ("hit" or "miss").
     """
-    n_ref = len(ctx.reference) if ctx.fid.num_reference is None else min(ctx.fid.num_reference, len(ctx.reference))
+    n_ref = (
+        len(ctx.reference)
+        if ctx.fid.num_reference is None
+        else min(ctx.fid.num_reference, len(ctx.reference))
+    )
     key = {
         "version": CACHE_VERSION,
         "dataset_fingerprint": ctx.dataset_fingerprint,
@@ -126,7 +157,7 @@ def reference_statistics(ctx: EvalContext, extractor: FeatureExtractor) -> tuple
     attrs["reference_cache"] = "hit" if stats is not None else "miss"
     if stats is None:
         feats = extract_features(ctx.reference[:n_ref], extractor, ctx.fid.batch_size)
-        stats = Statistics.of(feats, with_sqrt=True)
+        stats = Statistics.of(feats)
         _save_reference(path, key, stats)
     ctx.memo[memo_key] = stats
     return stats, attrs
@@ -139,16 +170,15 @@ def _load_reference(path: pathlib.Path, key: dict[str, Any]) -> Statistics | Non
         with np.load(path) as data:
             if json.loads(str(data["key"])) != key:
                 return None
-            return Statistics(data["feats"], data["mu"], data["sigma"], data["sqrt_sigma"])
-    except (OSError, ValueError, KeyError):   # unreadable or partial file: recompute and overwrite
+            return Statistics(data["feats"], data["mu"], data["sigma"])
+    except (OSError, ValueError, KeyError):  # unreadable or partial file: recompute and overwrite
         return None
 
 
 def _save_reference(path: pathlib.Path, key: dict[str, Any], stats: Statistics) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f"{path.stem}.part{os.getpid()}.npz")   # atomic: concurrent workers may race
-    np.savez(part, key=json.dumps(key, sort_keys=True), feats=stats.feats, mu=stats.mu, sigma=stats.sigma,
-             sqrt_sigma=stats.sqrt_sigma)
+    part = path.with_name(f"{path.stem}.part{os.getpid()}.npz")  # atomic: concurrent workers may race
+    np.savez(part, key=json.dumps(key, sort_keys=True), feats=stats.feats, mu=stats.mu, sigma=stats.sigma)
     part.replace(path)
 
 
@@ -163,34 +193,53 @@ def generated_features(ctx: EvalContext, extractor: FeatureExtractor) -> np.ndar
 def _extractor(ctx: EvalContext) -> FeatureExtractor:
     memo_key = ("fid_extractor", ctx.fid.mode, str(ctx.device))
     if memo_key not in ctx.memo:
-        ctx.memo[memo_key] = load_extractor(ctx.fid, ctx.device)
-    return ctx.memo[memo_key]
+        try:
+            ctx.memo[memo_key] = load_extractor(ctx.fid, ctx.device)
+        except MetricError as err:  # remembered: KID does not try (and download) again
+            ctx.memo[memo_key] = err
+    found = ctx.memo[memo_key]
+    if isinstance(found, MetricError):
+        raise found
+    return found
 
 
 def _common_attrs(ctx: EvalContext, extractor: FeatureExtractor, n_generated: int) -> dict[str, Any]:
-    return {"n_generated": n_generated, "mode": ctx.fid.mode, "extractor": extractor.info,
-            "image_shape": list(ctx.image_shape), "library": "clean-fid 0.1.35"}
+    return {
+        "n_generated": n_generated,
+        "mode": ctx.fid.mode,
+        "extractor": extractor.info,
+        "image_shape": list(ctx.image_shape),
+        "library": f"clean-fid {CLEANFID_VERSION}",
+    }
 
 
 class Fid(Metric):
     """Frechet Inception distance of ``ctx.samples()`` to the trial's dataset (clean-fid conventions)."""
+
+    outputs: ClassVar[tuple[str, ...]] = ("fid",)
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         try:
             extractor = _extractor(ctx)
             ref, ref_attrs = reference_statistics(ctx, extractor)
             gen = Statistics.of(generated_features(ctx, extractor))
-            value = frechet_distance(gen.mu, gen.sigma, ref.mu, ref.sigma, ref.sqrt_sigma)
+            value = gen.distance(ref)
         except MetricError as err:
-            return [unavailable("fid", str(err), mode=ctx.fid.mode, reference_fingerprint=ctx.dataset_fingerprint)]
-        return [MetricValue("fid", value, None, {**_common_attrs(ctx, extractor, len(gen.feats)), **ref_attrs})]
+            return [
+                unavailable("fid", str(err), mode=ctx.fid.mode, reference_fingerprint=ctx.dataset_fingerprint)
+            ]
+        return [
+            MetricValue("fid", value, None, {**_common_attrs(ctx, extractor, len(gen.feats)), **ref_attrs})
+        ]
 
 
 class Kid(Metric):
     """Kernel Inception distance (raw, not x 1e3), mean and standard deviation over random subsets."""
 
-    num_subsets: int = Field(default=100, ge=1)          # clean-fid's default
-    max_subset_size: int = Field(default=1000, ge=2)     # clean-fid's default
+    outputs: ClassVar[tuple[str, ...]] = ("kid", "kid_std")
+
+    num_subsets: int = Field(default=100, ge=1)  # clean-fid's default
+    max_subset_size: int = Field(default=1000, ge=2)  # clean-fid's default
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         try:
@@ -200,16 +249,29 @@ class Kid(Metric):
             mean, std = kernel_distance(gen, ref.feats, self.num_subsets, self.max_subset_size, ctx.seed)
         except MetricError as err:
             reason = str(err)
-            return [unavailable(n, reason, mode=ctx.fid.mode, reference_fingerprint=ctx.dataset_fingerprint)
-                    for n in ("kid", "kid_std")]
-        attrs = {**_common_attrs(ctx, extractor, len(gen)), **ref_attrs, "num_subsets": self.num_subsets,
-                 "subset_size": min(len(gen), len(ref.feats), self.max_subset_size), "seed": ctx.seed}
+            return [
+                unavailable(n, reason, mode=ctx.fid.mode, reference_fingerprint=ctx.dataset_fingerprint)
+                for n in ("kid", "kid_std")
+            ]
+        attrs = {
+            **_common_attrs(ctx, extractor, len(gen)),
+            **ref_attrs,
+            "num_subsets": self.num_subsets,
+            "subset_size": min(len(gen), len(ref.feats), self.max_subset_size),
+            "seed": ctx.seed,
+        }
         return [MetricValue("kid", mean, None, attrs), MetricValue("kid_std", std, None, attrs)]
 
 
 def compute_fid(
-    a: ImageSource, b: ImageSource, *, mode: str = "clean", weights: str | None = None, batch_size: int = 64,
-    device: torch.device | str | None = None, workers: int | None = None,
+    a: ImageSource,
+    b: ImageSource,
+    *,
+    mode: str = "clean",
+    weights: str | None = None,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    workers: int | None = None,
 ) -> float:
     """FID between two image sets, each a uint8 tensor [N, C, H, W] or a folder of image files.
 
@@ -218,8 +280,12 @@ def compute_fid(
     clean-fid's cache, clean-fid's download); raises MetricError when there are none.
     """
     options = FidOptions(mode=mode, weights=weights, batch_size=batch_size)
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     extractor = load_extractor(options, dev)
     s1 = Statistics.of(extract_features(a, extractor, batch_size, workers))
     s2 = Statistics.of(extract_features(b, extractor, batch_size, workers))
-    return frechet_distance(s1.mu, s1.sigma, s2.mu, s2.sigma)
+    return s1.distance(s2)

@@ -5,7 +5,7 @@ linear algebra of one forward pass at batch 1 (convolutions, linear layers, matm
 einsum, and attention's Q K^T and A V); ``flops_per_image = 2 x macs_per_image``. Normalisations,
 activations, softmax, residual adds, up/down-sampling and pooling are deliberately not counted (they are
 O(activations), not O(activations x width), and counting conventions for them differ between tools);
-they are listed under ``attrs["ignored_ops"]``.
+their groups are listed under ``attrs["ignored_ops"]``.
 
 Why handlers: fvcore has none for ``aten::scaled_dot_product_attention`` (attention would silently count
 zero, PAPER.md Sec. 6) nor for ``aten::baddbmm``, and its ``einsum`` handler parses numpy's rounded
@@ -18,23 +18,28 @@ import string
 import warnings
 from collections import Counter
 from math import prod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from fvcore.nn.jit_analysis import JitModelAnalysis
-from fvcore.nn.jit_handles import conv_flop_jit, get_shape
 
 from harness.metrics.base import EvalContext, Metric, MetricValue, unavailable
+
+with warnings.catch_warnings():  # fvcore.nn's __init__ calls the deprecated torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn.jit_analysis import JitModelAnalysis
+    from fvcore.nn.jit_handles import conv_flop_jit, get_shape
 
 CONVENTION = "flops = 2 x MACs; per image (batch 1); one forward pass; matmul/conv/attention MACs only"
 
 
 def _mm_like(name: str, a: int, b: int):
     """MACs of a matrix product whose operands are inputs[a] (..., K) and inputs[b] (..., K, N)."""
+
     def handle(inputs: list[Any], outputs: list[Any]) -> Counter:
         k = get_shape(inputs[a])[-1]
         return Counter({name: prod(get_shape(outputs[0])) * k})
+
     return handle
 
 
@@ -56,7 +61,7 @@ def _fixed_conv3x3(inputs: list[Any], outputs: list[Any]) -> Counter:
 def _attention(inputs: list[Any], outputs: list[Any]) -> Counter:
     """SDPA: q [..., L, E], k [..., S, E], v [..., S, Ev]: L*S*E MACs for Q K^T plus L*S*Ev for A V."""
     q, k, v = (get_shape(x) for x in inputs[:3])
-    batch = prod(get_shape(outputs[0])[:-2])         # broadcast batch and heads (GQA: the query heads)
+    batch = prod(get_shape(outputs[0])[:-2])  # broadcast batch and heads (GQA: the query heads)
     length, source = q[-2], k[-2]
     return Counter({"scaled_dot_product_attention": batch * length * source * (q[-1] + v[-1])})
 
@@ -68,16 +73,16 @@ def _einsum(inputs: list[Any], outputs: list[Any]) -> Counter:
     lhs, arrow, out = equation.partition("->")
     terms = lhs.split(",")
     ell = ""
-    if "..." in lhs:                                     # spell the ellipsis out with unused letters
+    if "..." in lhs:  # spell the ellipsis out with unused letters
         free = [c for c in string.ascii_letters if c not in equation]
         extra = [len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes, strict=True)]
         ell = "".join(free[: max(extra)])
-        terms = [t.replace("...", ell[len(ell) - e:]) for t, e in zip(terms, extra, strict=True)]
+        terms = [t.replace("...", ell[len(ell) - e :]) for t, e in zip(terms, extra, strict=True)]
         out = out.replace("...", ell)
     sizes: dict[str, int] = {}
     for term, shape in zip(terms, shapes, strict=True):
         for c, n in zip(term, shape, strict=True):
-            sizes[c] = max(sizes.get(c, 1), n)           # broadcast dimensions of size 1
+            sizes[c] = max(sizes.get(c, 1), n)  # broadcast dimensions of size 1
     if not arrow:
         joined = "".join(terms)
         out = ell + "".join(sorted(c for c in sizes if joined.count(c) == 1 and c not in ell))
@@ -114,27 +119,21 @@ COUNTED = {
 }
 
 # O(activations) ops not counted (see the module docstring); fvcore already ignores reshapes and copies.
-IGNORED = sorted(
-    f"aten::{op}" for op in (
-        # elementwise arithmetic and activations
-        "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "pow", "sqrt", "rsqrt",
-        "exp", "log", "sin", "cos", "tanh", "sigmoid", "silu", "silu_", "gelu", "relu", "relu_", "mish",
-        "softmax", "log_softmax", "square", "abs", "reciprocal", "erf", "lerp", "addcmul", "where",
-        "clamp_min", "clamp_max", "minimum", "maximum", "lt", "le", "ne", "sign", "outer",
-        # reductions and normalisations
-        "mean", "sum", "var", "std", "norm", "linalg_vector_norm", "amax", "amin", "logsumexp",
-        "group_norm", "layer_norm", "batch_norm", "instance_norm", "rms_norm",
-        # resampling, pooling, padding, shuffles
-        "upsample_nearest2d", "upsample_bilinear2d", "upsample_bicubic2d", "avg_pool2d", "max_pool2d",
-        "adaptive_avg_pool2d", "pixel_shuffle", "pixel_unshuffle", "pad", "reflection_pad2d",
-        "replication_pad2d", "flip", "repeat", "repeat_interleave", "tile",
-        # data movement, constants, indexing, regularisation
-        "dropout", "feature_dropout", "embedding", "one_hot", "clone", "movedim", "unflatten", "expand_as",
-        "view_as", "_unsafe_view", "as_strided", "alias", "lift_fresh", "ones_like", "empty_like",
-        "rand_like", "randn_like", "linspace", "scalar_tensor", "new_ones", "fill_", "zero_", "cumsum",
-        "swapaxes", "numpy_T", "mT", "resolve_conj", "resolve_neg", "masked_fill_", "round", "log1p",
-    )
-)
+_IGNORED_GROUPS = {
+    "elementwise and activations": """add add_ sub sub_ rsub mul mul_ div div_ neg pow sqrt rsqrt exp log
+        sin cos tanh sigmoid silu silu_ gelu relu relu_ mish softmax log_softmax square abs reciprocal erf
+        lerp addcmul where clamp_min clamp_max minimum maximum lt le ne sign outer round log1p""",
+    "reductions and normalisations": """mean sum var std norm linalg_vector_norm amax amin logsumexp
+        group_norm layer_norm batch_norm instance_norm rms_norm""",
+    "resampling, pooling, padding": """upsample_nearest2d upsample_bilinear2d upsample_bicubic2d avg_pool2d
+        max_pool2d adaptive_avg_pool2d pixel_shuffle pixel_unshuffle pad reflection_pad2d replication_pad2d
+        flip repeat repeat_interleave tile""",
+    "data movement, constants, regularisation": """dropout feature_dropout embedding one_hot clone movedim
+        unflatten expand_as view_as _unsafe_view as_strided alias lift_fresh ones_like empty_like rand_like
+        randn_like linspace scalar_tensor new_ones fill_ zero_ cumsum swapaxes numpy_T mT resolve_conj
+        resolve_neg masked_fill_""",
+}
+IGNORED = sorted(f"aten::{op}" for ops in _IGNORED_GROUPS.values() for op in ops.split())
 
 
 def flop_analysis(network: torch.nn.Module, image_shape: tuple[int, int, int]) -> JitModelAnalysis:
@@ -153,7 +152,9 @@ def flop_analysis(network: torch.nn.Module, image_shape: tuple[int, int, int]) -
 
 
 def count_flops(network: torch.nn.Module, image_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """``macs_per_image``, ``flops_per_image`` (= 2 x MACs), ``params``, ``by_operator``, ``unsupported_ops``."""
+    """``macs_per_image``, ``flops_per_image`` (2 x MACs), ``params``, ``by_operator``, ``unsupported_ops``.
+
+    ``network`` is called once as ``network(z [1, C, H, W], logsnr [1])`` (traced, no gradients)."""
     analysis = flop_analysis(network, image_shape)
     was_training = network.training
     network.eval()
@@ -183,18 +184,24 @@ def flops_of(ctx: EvalContext) -> dict[str, Any]:
 class Flops(Metric):
     """FLOPs and MACs of one forward pass of one image, and the parameter count."""
 
+    outputs: ClassVar[tuple[str, ...]] = ("flops_per_image", "macs_per_image", "params")
+
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         try:
             counts = flops_of(ctx)
         except Exception as err:  # a network fvcore cannot trace must not end the trial
             reason = f"fvcore could not trace the network: {type(err).__name__}: {str(err).splitlines()[0]}"
             return [unavailable(n, reason) for n in ("flops_per_image", "macs_per_image", "params")]
-        attrs = {"convention": CONVENTION, "counter": "fvcore 0.1.5 + harness handlers",
-                 "image_shape": list(ctx.image_shape), "by_operator": counts["by_operator"],
-                 "unsupported_ops": counts["unsupported_ops"], "ignored_ops": "elementwise, norms, resampling"}
+        attrs = {
+            "convention": CONVENTION,
+            "counter": "fvcore 0.1.5 + harness handlers",
+            "image_shape": list(ctx.image_shape),
+            "by_operator": counts["by_operator"],
+            "unsupported_ops": counts["unsupported_ops"],
+            "ignored_ops": sorted(_IGNORED_GROUPS),
+        }
         return [
             MetricValue("flops_per_image", counts["flops_per_image"], "FLOP", attrs),
             MetricValue("macs_per_image", counts["macs_per_image"], "MAC", attrs),
             MetricValue("params", counts["params"], "parameters", {"counted": "all parameters"}),
         ]
-

@@ -35,7 +35,7 @@ from harness.metrics.base import FidOptions, MetricError
 ENV_VAR = "HARNESS_INCEPTION_WEIGHTS"
 FILE_NAME = "inception-2015-12-05.pt"
 FEATURE_DIM = 2048
-NEEDS_WEIGHTS = ("fid", "kid")  # metric names whose values need the Inception network
+NEEDS_WEIGHTS = ("fid", "kid", "kid_std")  # metric and value names that need the Inception network
 
 
 def cleanfid_weights_path() -> pathlib.Path:
@@ -45,8 +45,10 @@ def cleanfid_weights_path() -> pathlib.Path:
 
 
 def where_to_put() -> str:
-    return (f"set {ENV_VAR}=/path/to/{FILE_NAME}, or eval.fid.weights in the study file, or put the file at "
-            f"{cleanfid_weights_path()} (clean-fid's cache; download: {inception_url})")
+    return (
+        f"set {ENV_VAR}=/path/to/{FILE_NAME}, or eval.fid.weights in the study file, or put the file at "
+        f"{cleanfid_weights_path()} (clean-fid's cache; download: {inception_url})"
+    )
 
 
 def download_weights(dest: pathlib.Path, timeout_s: float = 60.0) -> pathlib.Path | None:
@@ -68,8 +70,10 @@ def locate_weights(fid: FidOptions, allow_download: bool = True) -> tuple[pathli
         if configured:
             path = pathlib.Path(configured).expanduser()
             if not path.is_file():
-                raise MetricError(f"Inception weights {path} (from {source}) do not exist; fix the path or "
-                                  f"download {inception_url} there")
+                raise MetricError(
+                    f"Inception weights {path} (from {source}) do not exist; fix the path or "
+                    f"download {inception_url} there"
+                )
             return path, source
     path = cleanfid_weights_path()
     if path.is_file():
@@ -104,7 +108,7 @@ class FeatureExtractor:
     model: torch.nn.Module
     mode: str
     device: torch.device
-    info: dict[str, Any]                     # name, sha256, bytes, path, source: recorded with every value
+    info: dict[str, Any]  # name, sha256, bytes, path, source: recorded with every value
 
     def __call__(self, x: torch.Tensor) -> Any:
         # Features are always computed in fp32, whatever autocast the caller is in.
@@ -116,8 +120,10 @@ def load_extractor(fid: FidOptions, device: torch.device, allow_download: bool =
     """clean-fid's Inception for ``fid.mode`` on ``device``; a truncated or foreign file is a MetricError."""
     path, source = locate_weights(fid, allow_download)
     size = path.stat().st_size
-    corrupt = (f"Inception weights {path} (from {source}, {size} bytes) are corrupt or incomplete; "
-               f"delete the file and download it again from {inception_url}")
+    corrupt = (
+        f"Inception weights {path} (from {source}, {size} bytes) are corrupt or incomplete; "
+        f"delete the file and download it again from {inception_url}"
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -132,8 +138,10 @@ def load_extractor(fid: FidOptions, device: torch.device, allow_download: bool =
     except Exception as err:
         raise MetricError(f"{corrupt} (probe forward failed: {type(err).__name__})") from None
     if out.shape != (1, FEATURE_DIM):
-        raise MetricError(f"Inception weights {path} give features of shape {tuple(out.shape)}, expected "
-                          f"(1, {FEATURE_DIM}); {where_to_put()}")
+        raise MetricError(
+            f"Inception weights {path} give features of shape {tuple(out.shape)}, expected "
+            f"(1, {FEATURE_DIM}); {where_to_put()}"
+        )
     extractor.info = {
         "name": getattr(base, "original_name", type(base).__name__),
         "sha256": file_sha256(path),
@@ -157,11 +165,13 @@ def preflight(metric_names: list[str], fid: FidOptions, objective_names: list[st
             try:
                 locate_weights(fid, allow_download=False)
             except MetricError as err:
-                warnings.warn(f"{recorded[0]} will be recorded as unavailable unless weights appear: {err}",
-                              stacklevel=2)
+                warnings.warn(
+                    f"{recorded[0]} needs Inception weights (downloaded on first use if this machine is "
+                    f"online, else recorded as unavailable): {err}",
+                    stacklevel=2,
+                )
         return
     try:
         load_extractor(fid, torch.device("cpu"))
     except MetricError as err:
         raise MetricError(f"objective {needed[0]!r} needs Inception weights: {err}") from None
-

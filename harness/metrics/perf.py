@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 import torch
@@ -44,9 +44,9 @@ class ThroughputMeter:
     def __init__(self, device: torch.device | str, warmup: int = 5):
         self.device = torch.device(device)
         self.warmup = warmup
-        self.steps = 0                       # all steps, warm-up included
-        self.images = 0                      # images of the steady steps
-        self.seconds = 0.0                   # wall time of the steady steps
+        self.steps = 0  # all steps, warm-up included
+        self.images = 0  # images of the steady steps
+        self.seconds = 0.0  # wall time of the steady steps
 
     @contextlib.contextmanager
     def step(self, batch_size: int) -> Iterator[None]:
@@ -129,14 +129,16 @@ def device_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: float | None = None) -> dict[str, Any]:
+def measure_peak_flops(
+    device: torch.device, dtype: torch.dtype, budget_s: float | None = None
+) -> dict[str, Any]:
     """Best FLOP/s of repeated square matrix products (n x n x n, 2 n^3 FLOPs each) within ``budget_s``."""
     cpu = device.type == "cpu"
     n = 1024 if cpu else 8192
     budget_s = budget_s if budget_s is not None else (1.0 if cpu else 3.0)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    torch.matmul(a, b)                                   # warm-up (kernel selection, thread pool)
+    torch.matmul(a, b)  # warm-up (kernel selection, thread pool)
     _sync(device)
     best, reps, deadline = 0.0, 0, time.perf_counter() + budget_s
     while time.perf_counter() < deadline or reps < 3:
@@ -161,7 +163,7 @@ def peak_flops(ctx: EvalContext) -> dict[str, Any]:
     if key in table:
         return {**table[key], "key": key, "cache": "hit"}
     entry = measure_peak_flops(ctx.device, ctx.dtype)
-    with contextlib.suppress(OSError, ValueError):       # another worker may have written meanwhile
+    with contextlib.suppress(OSError, ValueError):  # another worker may have written meanwhile
         table = json.loads(path.read_text())
     table[key] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,12 +188,25 @@ def _recorded(ctx: EvalContext, name: str, unit: str, **attrs: Any) -> MetricVal
 class Throughput(Metric):
     """Training and sampling throughput measured by the runner (steady state, after warm-up steps)."""
 
+    outputs: ClassVar[tuple[str, ...]] = (
+        "train_images_per_s",
+        "train_seconds_per_step",
+        "sample_images_per_s",
+        "sample_seconds_per_step",
+    )
+
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
-        common = {"device": device_name(ctx.device), "dtype": str(ctx.dtype).removeprefix("torch."),
-                  "batch_size": ctx.stats.get("batch_size"),
-                  "method": "total images / total time over steady-state steps (warm-up excluded)"}
-        sample = {**common, "sampler_steps": ctx.stats.get("sampler_steps"),
-                  "step": "one sampler step (one network evaluation of the batch)"}
+        common = {
+            "device": device_name(ctx.device),
+            "dtype": str(ctx.dtype).removeprefix("torch."),
+            "batch_size": ctx.stats.get("batch_size"),
+            "method": "total images / total time over steady-state steps (warm-up excluded)",
+        }
+        sample = {
+            **common,
+            "sampler_steps": ctx.stats.get("sampler_steps"),
+            "step": "one sampler step (one network evaluation of the batch)",
+        }
         return [
             _recorded(ctx, "train_images_per_s", "images/s", **common),
             _recorded(ctx, "train_seconds_per_step", "s", **common, step="one optimiser step"),
@@ -203,14 +218,27 @@ class Throughput(Metric):
 class Memory(Metric):
     """Peak memory of training and of sampling, as measured by the runner with ``PeakMemory``."""
 
+    outputs: ClassVar[tuple[str, ...]] = ("peak_memory_bytes", "sample_peak_memory_bytes")
+
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
-        method = ("torch.cuda.max_memory_allocated (absolute)" if ctx.device.type == "cuda"
-                  else "growth of process RSS, sampled every 5 ms")
-        attrs = {"device": device_name(ctx.device), "method": method, "batch_size": ctx.stats.get("batch_size")}
+        method = (
+            "torch.cuda.max_memory_allocated (absolute)"
+            if ctx.device.type == "cuda"
+            else "growth of process RSS, sampled every 5 ms"
+        )
+        attrs = {
+            "device": device_name(ctx.device),
+            "method": method,
+            "batch_size": ctx.stats.get("batch_size"),
+        }
         train = _stat(ctx, "train_peak_memory_bytes")
-        out = [MetricValue("peak_memory_bytes", train, "bytes", {**attrs, "phase": "train"}) if train is not None
-               else unavailable("peak_memory_bytes", "the runner did not measure train_peak_memory_bytes",
-                                "bytes", **attrs)]
+        out = [
+            MetricValue("peak_memory_bytes", train, "bytes", {**attrs, "phase": "train"})
+            if train is not None
+            else unavailable(
+                "peak_memory_bytes", "the runner did not measure train_peak_memory_bytes", "bytes", **attrs
+            )
+        ]
         out.append(_recorded(ctx, "sample_peak_memory_bytes", "bytes", **attrs, phase="sample"))
         return out
 
@@ -218,7 +246,9 @@ class Memory(Metric):
 class Mfu(Metric):
     """Model FLOPs utilisation of training: 3 x forward FLOPs x images/s over the device's peak FLOP/s."""
 
-    peak_flops_per_s: float | None = Field(default=None, gt=0)   # datasheet peak; None = measure (matmul)
+    outputs: ClassVar[tuple[str, ...]] = ("mfu", "achieved_flops_per_s", "peak_flops_per_s")
+
+    peak_flops_per_s: float | None = Field(default=None, gt=0)  # datasheet peak; None = measure (matmul)
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         dtype = str(ctx.dtype).removeprefix("torch.")
@@ -227,21 +257,34 @@ class Mfu(Metric):
             peak = {"peak_flops_per_s": self.peak_flops_per_s, "source": "given (mfu.peak_flops_per_s)"}
         else:
             peak = {**peak_flops(ctx), "source": "measured: best n x n matmul FLOP/s"}
-        attrs = {"dtype": dtype, "device": device_name(ctx.device), "peak_source": peak["source"],
-                 "peak": peak, "convention": "achieved = 3 x forward flops_per_image x train_images_per_s; "
-                 + CONVENTION}
+        attrs = {
+            "dtype": dtype,
+            "device": device_name(ctx.device),
+            "peak_source": peak["source"],
+            "peak": peak,
+            "convention": "achieved = 3 x forward flops_per_image x train_images_per_s; " + CONVENTION,
+        }
         peak_value = MetricValue("peak_flops_per_s", peak["peak_flops_per_s"], "FLOP/s", attrs)
         try:
             flops = flops_of(ctx)["flops_per_image"]
         except Exception as err:  # untraceable network: no MFU, the trial goes on
-            reason = f"no FLOP count: {type(err).__name__}"
-            return [unavailable("mfu", reason, **attrs), unavailable("achieved_flops_per_s", reason, "FLOP/s"),
-                    peak_value]
+            reason = f"no FLOP count: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            return [
+                unavailable("mfu", reason, **attrs),
+                unavailable("achieved_flops_per_s", reason, "FLOP/s"),
+                peak_value,
+            ]
         if images_per_s is None:
             reason = "the runner did not measure train_images_per_s"
-            return [unavailable("mfu", reason, **attrs), unavailable("achieved_flops_per_s", reason, "FLOP/s"),
-                    peak_value]
+            return [
+                unavailable("mfu", reason, **attrs),
+                unavailable("achieved_flops_per_s", reason, "FLOP/s"),
+                peak_value,
+            ]
         achieved = 3 * flops * images_per_s
         attrs = {**attrs, "flops_per_image": flops, "train_images_per_s": images_per_s}
-        return [MetricValue("mfu", achieved / peak["peak_flops_per_s"], None, attrs),
-                MetricValue("achieved_flops_per_s", achieved, "FLOP/s", attrs), peak_value]
+        return [
+            MetricValue("mfu", achieved / peak["peak_flops_per_s"], None, attrs),
+            MetricValue("achieved_flops_per_s", achieved, "FLOP/s", attrs),
+            peak_value,
+        ]

@@ -23,18 +23,18 @@ class StandInLayers(nn.Module):
 
     def __init__(self, width: int = 32):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 8, stride=8)                      # 299 -> 37
+        self.conv1 = nn.Conv2d(3, width, 8, stride=8)  # 299 -> 37
         self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)  # 37 -> 19
         self.proj = nn.Linear(2 * width * 16, 2048)
-        for layer in (self.conv1, self.conv2, self.proj):                 # variance-preserving: O(1) features
+        for layer in (self.conv1, self.conv2, self.proj):  # variance-preserving: O(1) features
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.conv1(x))
         h = torch.relu(self.conv2(h))
-        h = F.adaptive_avg_pool2d(h, 4).flatten(1)                         # [B, 2 * width * 16]
-        return torch.relu(self.proj(h))                                    # [B, 2048], >= 0 like pool3
+        h = F.adaptive_avg_pool2d(h, 4).flatten(1)  # [B, 2 * width * 16]
+        return torch.relu(self.proj(h))  # [B, 2048], >= 0 like pool3
 
 
 class StandInInception(nn.Module):
@@ -54,7 +54,7 @@ def save_standin(path: str | pathlib.Path, seed: int = 0, width: int = 32) -> pa
         torch.manual_seed(seed)
         model = StandInInception(width).eval()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")            # torch.jit.script is deprecated but is what the file is
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated but is what the file is
         scripted = torch.jit.script(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     scripted.save(str(path))

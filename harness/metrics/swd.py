@@ -15,6 +15,8 @@ sets, so identical sets give exactly 0), and the two sets use the same number of
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,7 +53,7 @@ def laplacian_pyramid(x: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
     for _ in range(1, num_levels):
         levels.append(pyr_down(levels[-1]))
         h, w = levels[-2].shape[2:]
-        levels[-2] = levels[-2] - pyr_up(levels[-1])[:, :, :h, :w]      # crop: odd sizes round up
+        levels[-2] = levels[-2] - pyr_up(levels[-1])[:, :, :h, :w]  # crop: odd sizes round up
     return levels
 
 
@@ -59,12 +61,12 @@ def level_resolutions(height: int) -> list[int]:
     res, out = height, []
     while res >= MIN_RESOLUTION:
         out.append(res)
-        res = (res + 1) // 2                   # pyr_down of an odd size keeps the last row
+        res = (res + 1) // 2  # pyr_down of an odd size keeps the last row
     return out
 
 
 def patch_positions(n: int, size: int, nhood_size: int, per_image: int, gen: torch.Generator) -> torch.Tensor:
-    """Random neighbourhood centres [n * per_image, 2] (y, x) inside a size x size level, per_image per image."""
+    """Random neighbourhood centres [n * per_image, 2] (y, x) in a size x size level, per_image per image."""
     half = nhood_size // 2
     return torch.randint(half, size - half, (n * per_image, 2), generator=gen)
 
@@ -83,14 +85,15 @@ def raw_descriptors(level: torch.Tensor, centres: torch.Tensor, nhood_size: int)
 
 
 def finalize(desc: torch.Tensor) -> torch.Tensor:
-    """[P, C, k, k] -> [P, C * k * k], normalised per channel over the whole set (``finalize_descriptors``)."""
+    """[P, C, k, k] -> [P, C * k * k], normalised per channel over the set (``finalize_descriptors``)."""
     desc = desc - desc.mean(dim=(0, 2, 3), keepdim=True)
     desc = desc / desc.std(dim=(0, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-12)
     return desc.reshape(desc.shape[0], -1)
 
 
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, repeats: int, dirs_per_repeat: int,
-                       gen: torch.Generator) -> float:
+def sliced_wasserstein(
+    a: torch.Tensor, b: torch.Tensor, repeats: int, dirs_per_repeat: int, gen: torch.Generator
+) -> float:
     """Mean over random unit directions of the mean |sorted(a @ dir) - sorted(b @ dir)|."""
     results = []
     for _ in range(repeats):
@@ -103,56 +106,91 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, repeats: int, dirs_per_
     return float(np.mean(results))
 
 
-def set_descriptors(images: torch.Tensor, resolutions: list[int], centres: list[torch.Tensor], nhood_size: int,
-                    chunk: int = 256) -> list[torch.Tensor]:
+def set_descriptors(
+    images: torch.Tensor,
+    resolutions: list[int],
+    centres: list[torch.Tensor],
+    nhood_size: int,
+    chunk: int = 256,
+) -> list[torch.Tensor]:
     """Normalised descriptors per level of one image set, the pyramid built ``chunk`` images at a time."""
     per_image = centres[0].shape[0] // len(images)
     parts: list[list[torch.Tensor]] = [[] for _ in resolutions]
     for lo in range(0, len(images), chunk):
-        pyramid = laplacian_pyramid(images[lo:lo + chunk].to(torch.float32), len(resolutions))
+        pyramid = laplacian_pyramid(images[lo : lo + chunk].to(torch.float32), len(resolutions))
         for lod, level in enumerate(pyramid):
-            sel = centres[lod][lo * per_image:(lo + len(level)) * per_image]
+            sel = centres[lod][lo * per_image : (lo + len(level)) * per_image]
             parts[lod].append(raw_descriptors(level, sel, nhood_size))
     return [finalize(torch.cat(p)) for p in parts]
 
 
-def swd(a: torch.Tensor, b: torch.Tensor, seed: int = 0, nhood_size: int = 7, nhoods_per_image: int = 128,
-        dir_repeats: int = 4, dirs_per_repeat: int = 128) -> dict[int, float]:
+def swd(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    seed: int = 0,
+    nhood_size: int = 7,
+    nhoods_per_image: int = 128,
+    dir_repeats: int = 4,
+    dirs_per_repeat: int = 128,
+) -> dict[int, float]:
     """SWD x 1e3 per pyramid level {resolution: value} between image sets a, b: [N, C, H, W] (same N)."""
     if a.shape != b.shape:
         raise MetricError(f"SWD needs sets of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[2:]) < MIN_RESOLUTION or a.shape[2] != a.shape[3]:
-        raise MetricError(f"SWD needs square images of at least {MIN_RESOLUTION} px, got {tuple(a.shape[2:])}")
+        raise MetricError(
+            f"SWD needs square images of at least {MIN_RESOLUTION} px, got {tuple(a.shape[2:])}"
+        )
     resolutions = level_resolutions(a.shape[2])
     gens = [torch.Generator().manual_seed(seed * 1009 + lod) for lod in range(len(resolutions))]
-    centres = [patch_positions(len(a), res, nhood_size, nhoods_per_image, g)
-               for res, g in zip(resolutions, gens, strict=True)]
+    centres = [
+        patch_positions(len(a), res, nhood_size, nhoods_per_image, g)
+        for res, g in zip(resolutions, gens, strict=True)
+    ]
     desc_a = set_descriptors(a, resolutions, centres, nhood_size)
     desc_b = set_descriptors(b, resolutions, centres, nhood_size)
-    return {res: 1e3 * sliced_wasserstein(da, db, dir_repeats, dirs_per_repeat, g)
-            for res, da, db, g in zip(resolutions, desc_a, desc_b, gens, strict=True)}
+    return {
+        res: 1e3 * sliced_wasserstein(da, db, dir_repeats, dirs_per_repeat, g)
+        for res, da, db, g in zip(resolutions, desc_a, desc_b, gens, strict=True)
+    }
 
 
 class Swd(Metric):
     """Sliced Wasserstein distance (x 1e3) of generated vs reference images, per level and averaged."""
 
-    nhood_size: int = Field(default=7, ge=1)            # neighbourhood (patch) side, px
-    nhoods_per_image: int = Field(default=128, ge=1)    # patches per image and level
-    dir_repeats: int = Field(default=4, ge=1)           # batches of random directions
-    dirs_per_repeat: int = Field(default=128, ge=1)     # directions per batch
-    num_images: int = Field(default=16384, ge=2)        # at most this many images per set (PGGAN: 16k)
+    outputs: ClassVar[tuple[str, ...]] = ("swd",)  # plus swd_<r> for each pyramid level r (px)
+
+    nhood_size: int = Field(default=7, ge=1)  # neighbourhood (patch) side, px
+    nhoods_per_image: int = Field(default=128, ge=1)  # patches per image and level
+    dir_repeats: int = Field(default=4, ge=1)  # batches of random directions
+    dirs_per_repeat: int = Field(default=128, ge=1)  # directions per batch
+    num_images: int = Field(default=16384, ge=2)  # at most this many images per set (PGGAN: 16k)
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         gen = ctx.samples().detach().cpu()
         n = min(len(gen), len(ctx.reference), self.num_images)
-        attrs = {"n_generated": n, "n_reference": n, "reference_fingerprint": ctx.dataset_fingerprint,
-                 "seed": ctx.seed, "scale": 1e3, "convention": "Karras et al. 2018 (PGGAN) SWD x 1e3",
-                 **self.model_dump()}
+        attrs = {
+            "n_generated": n,
+            "n_reference": n,
+            "reference_fingerprint": ctx.dataset_fingerprint,
+            "seed": ctx.seed,
+            "scale": 1e3,
+            "convention": "Karras et al. 2018 (PGGAN) SWD x 1e3",
+            **self.model_dump(),
+        }
         try:
-            levels = swd(gen[:n], ctx.reference[:n].cpu(), ctx.seed, self.nhood_size, self.nhoods_per_image,
-                         self.dir_repeats, self.dirs_per_repeat)
+            levels = swd(
+                gen[:n],
+                ctx.reference[:n].cpu(),
+                ctx.seed,
+                self.nhood_size,
+                self.nhoods_per_image,
+                self.dir_repeats,
+                self.dirs_per_repeat,
+            )
         except MetricError as err:
             return [unavailable("swd", str(err), **attrs)]
-        values = [MetricValue(f"swd_{res}", v, None, {**attrs, "resolution": res}) for res, v in levels.items()]
+        values = [
+            MetricValue(f"swd_{res}", v, None, {**attrs, "resolution": res}) for res, v in levels.items()
+        ]
         mean = sum(levels.values()) / len(levels)
         return [MetricValue("swd", mean, None, {**attrs, "levels": sorted(levels)}), *values]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,3 +145,16 @@ def importances(tables: StudyTables, store: Store) -> tuple[pd.DataFrame | None,
 
 def _in_optuna(study: Any, param: str) -> bool:
     return any(param in t.params for t in study.get_trials(deepcopy=False))
+
+
+# -- Pareto front -------------------------------------------------------------------------------------
+def pareto_mask(cost: Sequence[float], objective: Sequence[float], direction: str = "minimize") -> np.ndarray:
+    """True for points not dominated by any other: lower ``cost`` (e.g. FLOPs) and better ``objective``."""
+    x = np.asarray(cost, dtype=float)
+    y = np.asarray(objective, dtype=float) * (1.0 if direction == "minimize" else -1.0)
+    ok = np.isfinite(x) & np.isfinite(y)
+    mask = np.zeros(len(x), dtype=bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (x <= x[i]) & (y <= y[i]) & ((x < x[i]) | (y < y[i]))
+        mask[i] = not dominated.any()
+    return mask

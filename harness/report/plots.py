@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from harness.summaries import StudyTables, pareto_mask  # noqa: E402
+from harness.report.data import pareto_mask  # noqa: E402
+from harness.summaries import StudyTables  # noqa: E402
 
 DPI = 96
 

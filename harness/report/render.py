@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -171,19 +172,15 @@ def _ci(low: float, high: float) -> str:
 
 
 def _unavailable(tables: StudyTables) -> list[dict]:
-    """Scalar metrics recorded as unavailable (value NULL) with the reason from their attrs."""
-    import json
-
+    """Scalar metrics recorded as unavailable (value NULL), grouped by metric and reason (from attrs)."""
     m = tables.metrics
     rows = m[m["step"].isna() & m["value"].isna()] if len(m) else m
-    out = []
+    groups: dict[tuple[str, str], list[int]] = {}
     for rec in rows.itertuples(index=False):
         attrs = json.loads(rec.attrs_json) if isinstance(rec.attrs_json, str) and rec.attrs_json else {}
-        out.append(
-            {
-                "trial": int(rec.trial_number),
-                "name": rec.name,
-                "reason": str(attrs.get("reason") or attrs.get("error") or "(no reason recorded)"),
-            }
-        )
-    return out
+        reason = str(attrs.get("reason") or attrs.get("error") or "(no reason recorded)")
+        groups.setdefault((rec.name, reason), []).append(int(rec.trial_number))
+    return [
+        {"name": name, "reason": reason, "trials": ", ".join(map(str, sorted(trials)))}
+        for (name, reason), trials in groups.items()
+    ]

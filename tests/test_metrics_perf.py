@@ -1,0 +1,136 @@
+"""ThroughputMeter, PeakMemory, and the throughput / memory / MFU metrics (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from components.registry import ComponentError, validate_spec
+from harness.metrics import METRICS, EvalContext, FidOptions, PeakMemory, ThroughputMeter, perf
+
+
+def test_throughput_meter_ignores_warmup_and_averages_steady_steps():
+    meter = ThroughputMeter("cpu", warmup=2)
+    assert meter.images_per_s is None and meter.seconds_per_step is None
+    for _ in range(2):
+        with meter.step(batch_size=8):
+            time.sleep(0.001)
+    assert meter.images_per_s is None and meter.steady_steps == 0
+    for _ in range(3):
+        with meter.step(batch_size=8):
+            time.sleep(0.002)
+    assert meter.steady_steps == 3 and meter.images == 24
+    assert meter.images_per_s == pytest.approx(24 / meter.seconds)
+    assert meter.seconds_per_step == pytest.approx(meter.seconds / 3)
+    assert meter.seconds_per_step >= 0.002
+
+
+def test_peak_memory_sees_a_large_allocation_on_cpu():
+    with PeakMemory("cpu") as small:
+        pass
+    assert small.peak_bytes is not None and small.peak_bytes >= 0
+    with PeakMemory("cpu", interval_s=0.001) as peak:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        time.sleep(0.05)
+        del block
+    assert peak.peak_bytes >= 32 * 2**20
+
+
+class ConvNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, labels=None) -> torch.Tensor:
+        return self.conv(z)
+
+
+def ctx_with(tmp_path, stats: dict, network: torch.nn.Module | None = None) -> EvalContext:
+    return EvalContext(
+        network=network or ConvNet(),
+        image_shape=(3, 8, 8),
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        samples=lambda: None,
+        reference=None,
+        dataset_fingerprint="x",
+        fid=FidOptions(),
+        seed=0,
+        cache_dir=tmp_path,
+        stats=stats,
+    )  # type: ignore[arg-type]
+
+
+def test_throughput_and_memory_metrics_record_runner_stats(tmp_path):
+    stats = {
+        "train_images_per_s": 100.0,
+        "train_seconds_per_step": 0.32,
+        "sample_images_per_s": 50.0,
+        "sample_seconds_per_step": 0.01,
+        "train_peak_memory_bytes": 123,
+        "sample_peak_memory_bytes": 45,
+        "batch_size": 32,
+        "sampler_steps": 64,
+    }
+    ctx = ctx_with(tmp_path, stats)
+    values = {v.name: v for v in METRICS["throughput"]().compute(ctx) + METRICS["memory"]().compute(ctx)}
+    assert set(values) == set(METRICS["throughput"].outputs + METRICS["memory"].outputs)
+    assert values["train_images_per_s"].value == 100.0 and values["train_images_per_s"].unit == "images/s"
+    assert values["sample_seconds_per_step"].attrs["sampler_steps"] == 64
+    assert values["peak_memory_bytes"].value == 123 and values["sample_peak_memory_bytes"].value == 45
+    assert values["peak_memory_bytes"].attrs["phase"] == "train"
+
+
+def test_missing_stats_are_unavailable_with_reason(tmp_path):
+    ctx = ctx_with(tmp_path, {"train_images_per_s": None})
+    values = METRICS["throughput"]().compute(ctx) + METRICS["memory"]().compute(ctx)
+    assert len(values) == 6
+    assert all(v.value is None and "did not measure" in v.attrs["reason"] for v in values)
+
+
+def test_mfu_is_three_forward_flops_times_throughput_over_the_cached_peak(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_measure(device, dtype, budget_s=None):
+        calls.append(dtype)
+        return {"peak_flops_per_s": 1e9, "matmul_n": 8, "repeats": 1, "measured_at": 0.0}
+
+    monkeypatch.setattr(perf, "measure_peak_flops", fake_measure)
+    ctx = ctx_with(tmp_path, {"train_images_per_s": 10.0})
+    values = {v.name: v for v in METRICS["mfu"]().compute(ctx)}
+    assert set(values) == set(METRICS["mfu"].outputs)
+    flops = 2 * 8 * 8 * 3 * 3 * 9  # conv 3->3, 3x3, 8x8: MACs x 2
+    assert values["achieved_flops_per_s"].value == pytest.approx(3 * flops * 10.0)
+    assert values["mfu"].value == pytest.approx(3 * flops * 10.0 / 1e9)
+    assert values["peak_flops_per_s"].value == 1e9
+    assert values["mfu"].attrs["dtype"] == "float32" and "measured" in values["mfu"].attrs["peak_source"]
+    METRICS["mfu"]().compute(ctx_with(tmp_path, {"train_images_per_s": 10.0}))  # second trial: cached
+    assert len(calls) == 1
+    table = json.loads((tmp_path / "peak_flops.json").read_text())
+    assert len(table) == 1 and next(iter(table.values()))["peak_flops_per_s"] == 1e9
+
+
+def test_mfu_with_a_datasheet_peak_and_without_throughput(tmp_path):
+    spec = validate_spec("metric", METRICS, {"name": "mfu", "peak_flops_per_s": 2e9})
+    values = {v.name: v for v in spec.compute(ctx_with(tmp_path, {}))}
+    assert values["mfu"].value is None and "train_images_per_s" in values["mfu"].attrs["reason"]
+    assert values["peak_flops_per_s"].value == 2e9 and values["peak_flops_per_s"].attrs[
+        "peak_source"
+    ].startswith("given")
+    with pytest.raises(ComponentError):
+        validate_spec("metric", METRICS, {"name": "mfu", "peak_flop": 1})
+
+
+def test_measured_cpu_peak_is_quick_and_positive():
+    start = time.perf_counter()
+    peak = perf.measure_peak_flops(torch.device("cpu"), torch.float32, budget_s=0.2)
+    assert peak["peak_flops_per_s"] > 0 and time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_every_metric_builds_from_defaults(name):
+    spec = validate_spec("metric", METRICS, name)
+    assert spec.name == name and callable(spec.compute) and spec.outputs
