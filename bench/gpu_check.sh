@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU checks, as one script for a lent CUDA machine (see README "GPU"):
+#   1. every network x stem on CUDA in bf16 autocast (bench/gpu_networks.py);
+#   2. the default study with a larger model on CUDA, trial time and images/s from the database.
+# Usage: OUT=/some/dir bash bench/gpu_check.sh   (packages missing there can be installed from .whl/)
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 HARNESS_CACHE_DIR=/tmp/harness-cache
+nvidia-smi -L
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+echo "== 1. networks x stems, bf16 autocast"
+python3 bench/gpu_networks.py 2>&1 | tee "$OUT/gpu_networks.txt"
+echo "== 2. schedule_shift on CUDA, U-ViT 'base' preset"
+db="sqlite:///$OUT/gpu.db"
+time python3 -m harness.study studies/schedule_shift.yaml --storage "$db" --quiet \
+  --set train.device=cuda --set model.preset=base --set train.batch_size=64 --set train.steps=1000 \
+  --set eval.num_samples=512 --set eval.batch_size=256 2>&1 | tee "$OUT/study.txt"
+python3 -m harness.query --storage "$db" --sql "SELECT t.trial_number, t.state, round(t.duration_s, 1) AS seconds,
+  t.device, m.name, m.value FROM harness_trials t JOIN harness_metrics m USING (study_name, trial_number)
+  WHERE m.name IN ('train_images_per_s', 'sample_images_per_s', 'mfu', 'flops_per_image', 'params', 'swd',
+  'peak_memory_bytes') ORDER BY t.trial_number, m.name" 2>&1 | tee "$OUT/query.txt"
