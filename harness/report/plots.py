@@ -18,12 +18,22 @@ matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from harness.report.data import pareto_mask  # noqa: E402
 from harness.summaries import StudyTables  # noqa: E402
 
 DPI = 96
 
+
+
+def log_scale(ax, which: str, base: float = 10) -> None:
+    """A log axis with plain-text tick labels (the report renders with math text off, since labels come
+    from the database, and matplotlib's default log labels are math text)."""
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=base)
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 @dataclass
 class Figure:
@@ -138,7 +148,8 @@ def plot_pareto(tables: StudyTables, frame: pd.DataFrame, out: Path) -> list[Fig
         )
         front = means[means["pareto"]].sort_values("flops_per_image")
         ax.plot(front["flops_per_image"], front[metric], "k--", lw=1, label="Pareto front")
-        ax.set_xscale("log" if means["flops_per_image"].min() > 0 else "linear")
+        if means["flops_per_image"].min() > 0:
+            log_scale(ax, "x")
         ax.set_xlabel("FLOPs per image (convention: see the metric's attrs)")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         file = _save(fig, out, f"pareto_{metric}")
@@ -189,7 +200,8 @@ def plot_losses(tables: StudyTables, curves: dict[str, pd.DataFrame], out: Path)
             data=train, x="step", y="value", hue="config", units="trial_number", estimator=None, lw=1, alpha=0.8, ax=ax
         )
         ax.set_ylabel("training loss")
-        ax.set_yscale("log" if (train["value"] > 0).all() else "linear")
+        if (train["value"] > 0).all():
+            log_scale(ax, "y")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         figures.append(Figure(_save(fig, out, "train_loss"), "Training loss", "One line per trial."))
     if val is not None and len(val):
@@ -223,7 +235,7 @@ def plot_swd_levels(tables: StudyTables, frame: pd.DataFrame, out: Path) -> list
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(data=long, x="resolution", y="swd_value", hue="config", marker="o", errorbar="sd", ax=ax)
     ax.set_ylabel("SWD")
-    ax.set_xscale("log", base=2)
+    log_scale(ax, "x", base=2)
     ax.set_xticks([r for r, _ in levels], [str(r) for r, _ in levels])
     ax.set_xlabel("pyramid level resolution (low: global structure, high: detail)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
