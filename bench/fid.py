@@ -93,9 +93,7 @@ def main() -> None:
         def cleanfid_run() -> float:
             batches = iter(generated.split(args.batch_size))
             model = (
-                InceptionV3W(
-                    str(workdir / "cleanfid"), download=False, resize_inside=args.mode == "legacy_tensorflow"
-                )
+                InceptionV3W(str(workdir / "cleanfid"), download=False, resize_inside=args.mode == "legacy_tensorflow")
                 .to(device)
                 .eval()
             )
@@ -135,9 +133,7 @@ def main() -> None:
         feats, t_feat_ours = timed(lambda: extract_features(generated, extractor, args.batch_size))
         ref_feats = extract_features(ref_dir, extractor, args.batch_size)
         s_gen, s_ref = Statistics.of(feats), Statistics.of(ref_feats)
-        _, t_fd_theirs = timed(
-            lambda: cleanfid_fid.frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma)
-        )
+        _, t_fd_theirs = timed(lambda: cleanfid_fid.frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma))
         _, t_fd_ours = timed(lambda: s_gen.distance(s_ref))
 
         # the metric as a trial runs it: first trial fills the reference cache, the next ones hit it
@@ -170,9 +166,7 @@ def main() -> None:
             f"data: {n} generated (in memory) + {n} reference (PNG folder) images, "
             f"{args.resolution}x{args.resolution}, mode {args.mode}, batch {args.batch_size}"
         )
-        print(
-            f"cleanfid.fid.compute_fid : FID {theirs:.6f} {t_theirs:7.2f} s {total / t_theirs:8.1f} images/s"
-        )
+        print(f"cleanfid.fid.compute_fid : FID {theirs:.6f} {t_theirs:7.2f} s {total / t_theirs:8.1f} images/s")
         print(f"harness compute_fid      : FID {ours:.6f} {t_ours:7.2f} s {total / t_ours:8.1f} images/s")
         print(f"speed-up {t_theirs / t_ours:.2f}x   |delta FID| = {abs(theirs - ours):.2e}")
         print(

@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--paper-preset", default="base", help="also time a U-ViT step of this GPU-size preset at the top resolution"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,6 +106,15 @@ def main() -> None:
     for (name, preset, stem, r), sec in sorted(step_at.items()):
         if name == "uvit" and r == res and stem == "wavelet":
             print(f"#   / one uvit {preset} (wavelet stem) training step: {100 * wav / sec:.2f}% (target <= 5%)")
+    if args.paper_preset:
+        torch.manual_seed(0)
+        spec = {"name": "uvit", "preset": args.paper_preset, "resolution": res, "stem": "wavelet"}
+        model = validate("network", spec).instantiate()
+        sec = train_step_seconds(model, b, res, warmup=1, steps=2)
+        print(
+            f"#   / one uvit {args.paper_preset} (wavelet stem, {params(model):,d} params) training step "
+            f"({sec:.2f} s): {100 * wav / sec:.2f}% (target <= 5%)"
+        )
 
     print("\n# parameters of every preset at 256 px (meta device)")
     print(f"{'network':8} {'preset':6} {'stem':8} {'params':>14}")

@@ -34,8 +34,9 @@ def validate(family: str, spec: Any) -> Component:
 
     if family not in REGISTRIES:
         known = sorted(REGISTRIES)
-        raise ComponentError("component", "family", f"unknown family '{family}'{did_you_mean(family, known)}"
-                             f" known: {', '.join(known)}")
+        raise ComponentError(
+            "component", "family", f"unknown family '{family}'{did_you_mean(family, known)} known: {', '.join(known)}"
+        )
     return validate_spec(family, REGISTRIES[family], spec)
 
 

@@ -22,9 +22,7 @@ class Denoiser(nn.Module):
         out = self.network(z, logsnr, labels)
         return self.parametrization.to_x_eps(out.float(), z.float(), logsnr.float())
 
-    def loss(
-        self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def loss(self, x: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Per-example loss [B] at t ~ U(0, 1): z_t = alpha x + sigma eps, loss(eps_hat, eps, lambda)."""
         b = x.shape[0]
         t = torch.rand(b, device=x.device, generator=generator)
@@ -32,8 +30,8 @@ class Denoiser(nn.Module):
         return self.loss_at(x, t, eps, labels)
 
     def loss_at(self, x: Tensor, t: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
-        logsnr = self.schedule.logsnr(t)                              # [B]
+        logsnr = self.schedule.logsnr(t)  # [B]
         alpha, sigma = alpha_sigma(logsnr.reshape(-1, 1, 1, 1))
-        z = alpha * x + sigma * eps                                   # [B, C, H, W]
+        z = alpha * x + sigma * eps  # [B, C, H, W]
         _, eps_hat = self.predict(z, logsnr, labels)
         return self.loss_fn(eps_hat, eps, logsnr)

@@ -41,14 +41,14 @@ class Multiscale(Component):
     """Multiscale eps loss (simple diffusion Sec. 3.2): sum_s (1/s) L^s, L^s = mean over s x s of the
     squared difference of the average-pooled maps D^s[eps] - D^s[eps_hat]; s in {base, 2 base, ..., d}."""
 
-    base: int = Field(32, gt=0)          # lowest resolution included, pixels
+    base: int = Field(32, gt=0)  # lowest resolution included, pixels
 
     def __call__(self, eps_hat: Tensor, eps: Tensor, logsnr: Tensor) -> Tensor:
         d = eps.shape[-1]
-        diff = (eps_hat - eps).float()                         # [B, C, d, d]
+        diff = (eps_hat - eps).float()  # [B, C, d, d]
         total = torch.zeros(eps.shape[0], device=eps.device)
         for s in multiscale_resolutions(d, self.base):
-            pooled = diff if s == d else F.avg_pool2d(diff, d // s)   # linear, so D[eps] - D[eps_hat]
+            pooled = diff if s == d else F.avg_pool2d(diff, d // s)  # linear, so D[eps] - D[eps_hat]
             total = total + pooled.pow(2).flatten(1).mean(1) / s
         return total
 
@@ -75,7 +75,7 @@ class Sigmoid(Component):
     """Sigmoid weighting (Kingma & Gao 2023; used by "simpler diffusion", 2024): sigmoid(b - lambda) on
     the eps-MSE."""
 
-    bias: float = -3.0                   # b; larger b weights low-noise levels more
+    bias: float = -3.0  # b; larger b weights low-noise levels more
 
     def __call__(self, eps_hat: Tensor, eps: Tensor, logsnr: Tensor) -> Tensor:
         return eps_mse(eps_hat, eps) * torch.sigmoid(self.bias - logsnr.float())

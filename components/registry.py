@@ -65,9 +65,7 @@ def split_spec(family: str, spec: Any) -> tuple[str, dict[str, Any]]:
     raise ComponentError(family, "name", f"a spec is a name or a mapping, got {type(spec).__name__}")
 
 
-def format_validation_error(
-    family: str, name: str, cls: type[BaseModel], err: ValidationError
-) -> ComponentError:
+def format_validation_error(family: str, name: str, cls: type[BaseModel], err: ValidationError) -> ComponentError:
     """The first pydantic error as a ComponentError naming the parameter's key path."""
     first = err.errors()[0]
     path = [str(p) for p in first["loc"]]
@@ -78,14 +76,14 @@ def format_validation_error(
         known = f" known: {', '.join(fields)}" if fields else ""
         return ComponentError(family, key, f"unknown parameter of '{name}'{hint}{known}")
     msg = first["msg"]
-    got = f" (got {first.get('input')!r})" if path else ""   # no loc: the input is the whole spec
+    got = f" (got {first.get('input')!r})" if path else ""  # no loc: the input is the whole spec
     if first["type"] == "value_error":
         # a validator's "Value error, KEY: text" names the key itself (model-level checks have no loc)
         msg = msg.removeprefix("Value error, ")
         head, sep, rest = msg.partition(": ")
         if sep and head.replace(".", "").replace("_", "").isalnum():
             path, msg = [*path, head], rest
-    key = ".".join(path) or "(spec)"   # "(spec)": the parameters together, e.g. an inconsistent pair
+    key = ".".join(path) or "(spec)"  # "(spec)": the parameters together, e.g. an inconsistent pair
     return ComponentError(family, key, f"{msg}{got}")
 
 

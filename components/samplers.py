@@ -25,10 +25,10 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
 
 
 class _Sampler(Component):
-    steps: int = Field(64, gt=0)                 # N, uniform in t from 1 to 0
-    guidance_scale: float = Field(0.0, ge=0)     # w: (1 + w) cond - w uncond; 0 = no guidance
-    clip_x: bool = True                          # clip x_hat to [-1, 1]
-    progress: bool = False                       # a tqdm bar over the steps
+    steps: int = Field(64, gt=0)  # N, uniform in t from 1 to 0
+    guidance_scale: float = Field(0.0, ge=0)  # w: (1 + w) cond - w uncond; 0 = no guidance
+    clip_x: bool = True  # clip x_hat to [-1, 1]
+    progress: bool = False  # a tqdm bar over the steps
 
     def guided(self, predict: Predict, z: Tensor, logsnr: Tensor, labels: Tensor | None):
         """(x_hat, eps_hat), with classifier-free guidance mixing when labels and w > 0."""

@@ -46,8 +46,8 @@ def _check_range(logsnr_min: float, logsnr_max: float) -> None:
 class Cosine(Component):
     """The cosine schedule of Nichol & Dhariwal in logSNR form, clipped to [logsnr_min, logsnr_max]."""
 
-    logsnr_min: float = -15.0           # lambda at t = 1
-    logsnr_max: float = 15.0            # lambda at t = 0
+    logsnr_min: float = -15.0  # lambda at t = 1
+    logsnr_max: float = 15.0  # lambda at t = 0
 
     @model_validator(mode="after")
     def _ordered(self) -> Cosine:
@@ -66,8 +66,8 @@ class ShiftedCosine(Cosine):
     itself spans [min, max].
     """
 
-    base_resolution: int = Field(64, gt=0)   # resolution the schedule was tuned at, pixels
-    resolution: int = Field(64, gt=0)        # image side d; the harness sets the dataset's resolution
+    base_resolution: int = Field(64, gt=0)  # resolution the schedule was tuned at, pixels
+    resolution: int = Field(64, gt=0)  # image side d; the harness sets the dataset's resolution
     clip: Literal["before_shift", "after_shift"] = "before_shift"
 
     @property
@@ -89,9 +89,9 @@ class InterpolatedShifted(Component):
     ``orientation="printed"``: lambda = t * lambda_shift(high) + (1 - t) * lambda_shift(low).
     """
 
-    low: int = Field(32, gt=0)               # base resolution of the strongly shifted schedule
-    high: int = Field(256, gt=0)             # base resolution of the weakly shifted schedule
-    resolution: int = Field(64, gt=0)        # image side d; the harness sets the dataset's resolution
+    low: int = Field(32, gt=0)  # base resolution of the strongly shifted schedule
+    high: int = Field(256, gt=0)  # base resolution of the weakly shifted schedule
+    resolution: int = Field(64, gt=0)  # image side d; the harness sets the dataset's resolution
     orientation: Literal["pseudocode", "printed"] = "pseudocode"
     logsnr_min: float = -15.0
     logsnr_max: float = 15.0

@@ -69,7 +69,7 @@ def zip_tree(root: Path, dest: Path, prefix: str = "data/") -> Path:
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_registry_entry_builds(name: str, tree: Path) -> None:
-    spec = {"name": name, "path": str(tree)} if name == "folder" else name   # folder has no default path
+    spec = {"name": name, "path": str(tree)} if name == "folder" else name  # folder has no default path
     ds = components.build("dataset", spec)
     assert isinstance(ds, ImageDataset) and len(ds) > 0
     assert ds.images.dtype == torch.uint8 and ds.channels == 3 and ds.images.shape[1] == 3
@@ -98,7 +98,7 @@ def test_shapes_values_dtype_shape(resolution: int) -> None:
     assert ds.resolution == resolution and len(ds) == 24
     batch = torch.stack([ds[i][0] for i in range(len(ds))])
     assert batch.dtype == torch.float32 and batch.min() >= -1.0 and batch.max() <= 1.0
-    assert batch.min() < -0.9 and batch.max() > 0.9                       # uses the whole range
+    assert batch.min() < -0.9 and batch.max() > 0.9  # uses the whole range
     x, label = next(iter(torch.utils.data.DataLoader(ds, batch_size=8)))
     assert x.shape == (8, 3, resolution, resolution) and (label == -1).all()
 
@@ -109,21 +109,21 @@ def test_shapes_deterministic_per_seed() -> None:
     c = Shapes(resolution=16, num_images=70, seed=4).instantiate()
     assert torch.equal(a.images, b.images)
     assert not torch.equal(a.images, c.images)
-    assert (a.images != c.images).flatten(1).any(1).all()                 # every image differs
-    assert len({img.numpy().tobytes() for img in a.images}) == len(a)    # no duplicates within a set
+    assert (a.images != c.images).flatten(1).any(1).all()  # every image differs
+    assert len({img.numpy().tobytes() for img in a.images}) == len(a)  # no duplicates within a set
     prefix = Shapes(resolution=16, num_images=10, seed=3).instantiate()
-    assert torch.equal(prefix.images, a.images[:10])                     # a set is a prefix of a larger one
+    assert torch.equal(prefix.images, a.images[:10])  # a set is a prefix of a larger one
 
 
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_shapes_have_global_structure_and_fine_detail(resolution: int) -> None:
-    x = Shapes(resolution=resolution, num_images=64).instantiate().images.float() / 255.0   # [N, 3, R, R]
-    low = F.avg_pool2d(x, resolution // 4)                               # [N, 3, 4, 4]
-    assert low.flatten(2).std(2).mean() > 0.08                           # large-scale layout varies
+    x = Shapes(resolution=resolution, num_images=64).instantiate().images.float() / 255.0  # [N, 3, R, R]
+    low = F.avg_pool2d(x, resolution // 4)  # [N, 3, 4, 4]
+    assert low.flatten(2).std(2).mean() > 0.08  # large-scale layout varies
     residual = x - F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
-    noise_only = shapes_module.NOISE_STD * (3 / 4) ** 0.5                # what the pixel noise alone gives
-    assert residual.pow(2).mean().sqrt() > 2 * noise_only                # edges and texture, not only noise
-    coarse = (x[:16] * 7.999).floor().numpy().astype(int)                # 8 levels per channel
+    noise_only = shapes_module.NOISE_STD * (3 / 4) ** 0.5  # what the pixel noise alone gives
+    assert residual.pow(2).mean().sqrt() > 2 * noise_only  # edges and texture, not only noise
+    coarse = (x[:16] * 7.999).floor().numpy().astype(int)  # 8 levels per channel
     colours = [len(np.unique(img.reshape(3, -1).T, axis=0)) for img in coarse]
     assert min(colours) >= 8
 
@@ -135,7 +135,7 @@ def test_shapes_labels_are_the_largest_shape_type() -> None:
     assert set(ds.labels.tolist()) == {0, 1, 2}
     assert ds[0][1] == int(ds.labels[0])
     plain = Shapes(resolution=16, num_images=256).instantiate()
-    assert torch.equal(ds.images, plain.images)                          # labels do not change pixels
+    assert torch.equal(ds.images, plain.images)  # labels do not change pixels
     p = shapes_module.draw_scenes(np.random.default_rng([0, 0, 0]), 64)
     factor = np.array([np.pi, 4.0, 3 * np.sqrt(3) / 4 * shapes_module.TRIANGLE_SCALE**2])
     area = factor[p["kind"]] * p["size"] ** 2 * np.where(p["kind"] == 1, p["aspect"], 1.0)
@@ -147,7 +147,7 @@ def test_shapes_labels_are_the_largest_shape_type() -> None:
 def test_shapes_cache_hit_and_no_writes_without_cache_dir(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     Shapes(resolution=8, num_images=5).instantiate()
-    assert list(tmp_path.iterdir()) == []                                # cache_dir=None writes nothing
+    assert list(tmp_path.iterdir()) == []  # cache_dir=None writes nothing
     cache = tmp_path / "cache"
     first = Shapes(resolution=16, num_images=20, seed=1, cache_dir=str(cache)).instantiate()
     assert len(list((cache / "datasets").glob("shapes-*.npz"))) == 1
@@ -158,7 +158,7 @@ def test_shapes_cache_hit_and_no_writes_without_cache_dir(tmp_path: Path, monkey
     monkeypatch.setattr(shapes_module, "generate_shapes", boom)
     again = Shapes(resolution=16, num_images=20, seed=1, cache_dir=str(cache)).instantiate()
     assert torch.equal(first.images, again.images) and first.fingerprint == again.fingerprint
-    with pytest.raises(AssertionError, match="generator called"):          # other key -> generate
+    with pytest.raises(AssertionError, match="generator called"):  # other key -> generate
         Shapes(resolution=16, num_images=20, seed=2, cache_dir=str(cache)).instantiate()
 
 
@@ -167,7 +167,7 @@ def test_generation_speed() -> None:
 
     start = time.perf_counter()
     shapes_module.generate_shapes(512, 64, 0)
-    assert time.perf_counter() - start < 5.0                             # ~0.5 s on 2 cores
+    assert time.perf_counter() - start < 5.0  # ~0.5 s on 2 cores
 
 
 # ---------------------------------------------------------------- folder
@@ -175,7 +175,7 @@ def test_generation_speed() -> None:
 
 def test_folder_reads_png_and_jpeg_with_centre_crop_and_lanczos(tree: Path) -> None:
     ds = Folder(path=str(tree), resolution=32).instantiate()
-    names = ["cat/a.png", "cat/b.JPG", "dog/c.PNG", "dog/deep/d.jpeg"]   # sorted, notes.txt ignored
+    names = ["cat/a.png", "cat/b.JPG", "dog/c.PNG", "dog/deep/d.jpeg"]  # sorted, notes.txt ignored
     assert len(ds) == 4 and ds.images.shape == (4, 3, 32, 32) and ds.labels is None
     for i, name in enumerate(names):
         np.testing.assert_array_equal(ds.images[i].numpy(), reference(tree / name, 32))
@@ -186,7 +186,7 @@ def test_folder_reads_png_and_jpeg_with_centre_crop_and_lanczos(tree: Path) -> N
 
 def test_folder_from_zip_equals_directory(tree: Path, tmp_path: Path) -> None:
     from_dir = Folder(path=str(tree), resolution=12, labels=True).instantiate()
-    for prefix in ("", "data/"):                                         # a common top folder is the root
+    for prefix in ("", "data/"):  # a common top folder is the root
         archive = zip_tree(tree, tmp_path / f"set{len(prefix)}.zip", prefix)
         from_zip = Folder(path=str(archive), resolution=12, labels=True).instantiate()
         assert torch.equal(from_zip.images, from_dir.images)
@@ -202,15 +202,16 @@ def test_folder_labels_from_first_level_subfolders(tree: Path) -> None:
 
 
 def test_folder_alpha_over_white_and_max_images(tmp_path: Path) -> None:
-    rgba = np.zeros((10, 10, 4), dtype=np.uint8)                         # fully transparent black
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)  # fully transparent black
     Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
     save_image(tmp_path / "x.png", (10, 10), 5)
     save_image(tmp_path / "y.png", (10, 10), 6)
     ds = Folder(path=str(tmp_path), resolution=8).instantiate()
     assert (ds.images[0] == 255).all()
     sub = Folder(path=str(tmp_path), resolution=8, max_images=2).instantiate()
-    assert len(sub) == 2 and torch.equal(sub.images, Folder(path=str(tmp_path), resolution=8,
-                                                            max_images=2).instantiate().images)
+    assert len(sub) == 2 and torch.equal(
+        sub.images, Folder(path=str(tmp_path), resolution=8, max_images=2).instantiate().images
+    )
 
 
 def test_folder_cache_hit_and_invalidation(tree: Path, tmp_path: Path, monkeypatch) -> None:
@@ -222,7 +223,7 @@ def test_folder_cache_hit_and_invalidation(tree: Path, tmp_path: Path, monkeypat
     assert len(calls) == 4 and len(list((cache / "datasets").glob("folder-*.npz"))) == 1
     again = Folder(path=str(tree), resolution=8, cache_dir=str(cache)).instantiate()
     assert len(calls) == 4 and torch.equal(first.images, again.images)  # no re-decoding
-    save_image(tree / "cat" / "a.png", (80, 48), 99)                    # new content, size and mtime
+    save_image(tree / "cat" / "a.png", (80, 48), 99)  # new content, size and mtime
     os.utime(tree / "cat" / "a.png", ns=(1, 1))
     changed = Folder(path=str(tree), resolution=8, cache_dir=str(cache)).instantiate()
     assert len(calls) == 8 and changed.fingerprint != first.fingerprint
@@ -246,11 +247,20 @@ ERROR_CASES = {
     "corrupt": (_corrupt, "", {}, "path", "broken.png"),
     "truncated": (_truncated, "", {}, "path", "photo.jpg"),
     "too_small": (lambda root: save_image(root / "tiny.png", (31, 40), 0), "", {}, "resolution", "tiny.png"),
-    "no_subfolders": (lambda root: save_image(root / "a.png", (40, 40), 0), "", {"labels": True}, "labels",
-                      "no subfolders"),
-    "loose_image": (lambda root: (save_image(root / "c" / "a.png", (40, 40), 0),
-                                  save_image(root / "b.png", (40, 40), 1)), "", {"labels": True}, "labels",
-                    "b.png"),
+    "no_subfolders": (
+        lambda root: save_image(root / "a.png", (40, 40), 0),
+        "",
+        {"labels": True},
+        "labels",
+        "no subfolders",
+    ),
+    "loose_image": (
+        lambda root: (save_image(root / "c" / "a.png", (40, 40), 0), save_image(root / "b.png", (40, 40), 1)),
+        "",
+        {"labels": True},
+        "labels",
+        "b.png",
+    ),
 }
 
 
@@ -277,8 +287,12 @@ def test_fingerprint_tracks_content() -> None:
     a = Shapes(resolution=8, num_images=6).instantiate()
     assert a.fingerprint == Shapes(resolution=8, num_images=6).instantiate().fingerprint
     assert len(a.fingerprint) == 64
-    others = [Shapes(resolution=8, num_images=6, seed=1), Shapes(resolution=8, num_images=5),
-              Shapes(resolution=9, num_images=6), Shapes(resolution=8, num_images=6, labels=True)]
+    others = [
+        Shapes(resolution=8, num_images=6, seed=1),
+        Shapes(resolution=8, num_images=5),
+        Shapes(resolution=9, num_images=6),
+        Shapes(resolution=8, num_images=6, labels=True),
+    ]
     assert len({a.fingerprint, *(o.instantiate().fingerprint for o in others)}) == 5
     same = ImageDataset(a.images.clone())
     assert same.fingerprint == a.fingerprint
@@ -288,11 +302,11 @@ def test_fingerprint_tracks_content() -> None:
 
 
 def test_fingerprint_stable_across_processes() -> None:
-    code = ("from components.datasets import Shapes;"
-            "print(Shapes(resolution=8, num_images=6).instantiate().fingerprint)")
+    code = "from components.datasets import Shapes;print(Shapes(resolution=8, num_images=6).instantiate().fingerprint)"
     env = {**os.environ, "PYTHONHASHSEED": "123"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == Shapes(resolution=8, num_images=6).instantiate().fingerprint
 
 

@@ -39,7 +39,7 @@ class Oracle(nn.Module):
         lam = logsnr.double().numpy()[:, None, None, None]
         a, s = np.sqrt(1 / (1 + np.exp(-lam))), np.sqrt(1 / (1 + np.exp(lam)))
         x, eps = self.x.double().numpy(), self.eps.double().numpy()
-        np.testing.assert_allclose(z.double().numpy(), a * x + s * eps, atol=1e-5)   # z_t as documented
+        np.testing.assert_allclose(z.double().numpy(), a * x + s * eps, atol=1e-5)  # z_t as documented
         out = {"v": a * eps - s * x, "eps": eps, "x": x}[self.target]
         return torch.from_numpy(out).float()
 
@@ -53,8 +53,12 @@ def data(seed=0):
 
 
 def make(network, parametrization="v", loss="mse", schedule="cosine"):
-    return Denoiser(network, components.build("schedule", schedule),
-                    components.build("parametrization", parametrization), components.build("loss", loss))
+    return Denoiser(
+        network,
+        components.build("schedule", schedule),
+        components.build("parametrization", parametrization),
+        components.build("loss", loss),
+    )
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETRIZATIONS))
@@ -70,8 +74,9 @@ def test_perfect_network_has_zero_loss(name):
     assert seen_labels is labels
 
 
-@pytest.mark.parametrize(("schedule", "shift"), [("cosine", 0.0),
-                                                 ({"name": "shifted_cosine", "resolution": 128}, -1.3863)])
+@pytest.mark.parametrize(
+    ("schedule", "shift"), [("cosine", 0.0), ({"name": "shifted_cosine", "resolution": 128}, -1.3863)]
+)
 def test_zero_network_v_loss_formula(schedule, shift):
     """v-param, network output 0: eps_hat = sigma z, so eps - eps_hat = alpha^2 eps - alpha sigma x
     = alpha v."""
@@ -112,7 +117,7 @@ def test_loss_draws_t_and_eps_reproducibly_and_is_differentiable():
     assert a.shape == (B,) and torch.equal(a, b) and not torch.equal(a, c)
     a.mean().backward()
     assert net.weight.grad is not None and net.weight.grad.abs().sum() > 0
-    assert list(den.parameters())                                 # the network is a registered submodule
+    assert list(den.parameters())  # the network is a registered submodule
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETRIZATIONS))
@@ -143,5 +148,6 @@ def test_predict_drives_a_sampler():
     """Denoiser.predict has the signature samplers expect."""
     den = make(Zero(), "v")
     out = components.build("sampler", {"name": "ddim", "steps": 3}).sample(
-        den.predict, den.schedule, (2, C, D, D), generator=torch.Generator().manual_seed(0))
+        den.predict, den.schedule, (2, C, D, D), generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (2, C, D, D) and torch.isfinite(out).all()

@@ -33,11 +33,11 @@ def ref_pool(a: np.ndarray, s: int) -> np.ndarray:
 def ref_multiscale(eps_hat, eps, base, sizes=None):
     d = eps.shape[-1]
     e, eh = eps.numpy(), eps_hat.numpy()
-    if sizes is None:   # PAPER.md: s in {base, 2 base, 4 base, ..., d}; only d when d <= base
+    if sizes is None:  # PAPER.md: s in {base, 2 base, 4 base, ..., d}; only d when d <= base
         sizes = [d] if d <= base else [base * 2**i for i in range(int(np.log2(d // base)) + 1)]
     assert sizes[-1] == d
     total = np.zeros(e.shape[0])
-    for s in sizes:   # L^s = mean over s x s of (D^s[eps] - D^s[eps_hat])^2, weighted by 1 / s
+    for s in sizes:  # L^s = mean over s x s of (D^s[eps] - D^s[eps_hat])^2, weighted by 1 / s
         total += ((ref_pool(e, s) - ref_pool(eh, s)) ** 2).reshape(e.shape[0], -1).mean(1) / s
     return total
 
@@ -118,8 +118,7 @@ def test_min_snr_equals_weighted_x_mse(gamma):
     out = components.build("loss", spec)(eps_hat, eps, logsnr)
     snr = np.exp(logsnr.numpy())
     assert (snr > gamma).any() and (snr < gamma).any()
-    np.testing.assert_allclose(out.numpy(), np.minimum(snr, gamma) * per_example_mean((x - x_hat) ** 2),
-                               rtol=1e-5)
+    np.testing.assert_allclose(out.numpy(), np.minimum(snr, gamma) * per_example_mean((x - x_hat) ** 2), rtol=1e-5)
 
 
 def test_min_snr_default_gamma_is_5():

@@ -24,9 +24,7 @@ from harness.metrics.standin import save_standin
 def offline(monkeypatch, tmp_path):
     """No environment weights, an empty clean-fid cache, and a download that fails (as offline)."""
     monkeypatch.delenv(inception.ENV_VAR, raising=False)
-    monkeypatch.setattr(
-        inception, "cleanfid_weights_path", lambda: tmp_path / "cleanfid" / inception.FILE_NAME
-    )
+    monkeypatch.setattr(inception, "cleanfid_weights_path", lambda: tmp_path / "cleanfid" / inception.FILE_NAME)
     monkeypatch.setattr(inception, "download_weights", lambda dest, timeout_s=60.0: None)
 
 
@@ -167,9 +165,7 @@ def test_kid_metric_and_fid_share_generated_features(weights, tmp_path):
 def test_legacy_tensorflow_mode_runs_through_the_network_resize(weights, tmp_path):
     images = smooth_images(24, 0)
     assert abs(compute_fid(images, images, mode="legacy_tensorflow")) < 1e-6
-    (value,) = METRICS["fid"]().compute(
-        make_ctx(tmp_path, noisy(images, 30), images, mode="legacy_tensorflow")
-    )
+    (value,) = METRICS["fid"]().compute(make_ctx(tmp_path, noisy(images, 30), images, mode="legacy_tensorflow"))
     assert value.value > 0 and value.attrs["mode"] == "legacy_tensorflow"
 
 

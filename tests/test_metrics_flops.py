@@ -58,12 +58,7 @@ class TinyTransformer(nn.Module):
 
 def analytic_macs() -> int:
     conv = H * W * 32 * C * 9 + TOKENS * D * 32 * 4 + TOKENS * D * C * 4  # conv_in, patch, transposed
-    block = (
-        TOKENS * D * 3 * D
-        + HEADS * TOKENS * TOKENS * 2 * (D // HEADS)
-        + TOKENS * D * D
-        + 2 * TOKENS * D * HIDDEN
-    )
+    block = TOKENS * D * 3 * D + HEADS * TOKENS * TOKENS * 2 * (D // HEADS) + TOKENS * D * D + 2 * TOKENS * D * HIDDEN
     extra = (
         3 * TOKENS * TOKENS * D + TOKENS * TOKENS * D + 2 * TOKENS * D * D
     )  # einsum/baddbmm/bmm, matmul, addmm+matmul
@@ -79,9 +74,7 @@ def test_transformer_count_equals_analytic_count():
     assert counts["flops_per_image"] == 2 * counts["macs_per_image"]
     assert counts["params"] == sum(p.numel() for p in model.parameters())
     assert counts["unsupported_ops"] == {}
-    assert counts["by_operator"]["scaled_dot_product_attention"] == 2 * HEADS * TOKENS * TOKENS * 2 * (
-        D // HEADS
-    )
+    assert counts["by_operator"]["scaled_dot_product_attention"] == 2 * HEADS * TOKENS * TOKENS * 2 * (D // HEADS)
     for op in ("conv", "linear", "einsum", "baddbmm", "bmm", "matmul", "addmm"):
         assert counts["by_operator"][op] > 0, op
 
@@ -129,9 +122,7 @@ NETWORK_SPECS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "spec", NETWORK_SPECS, ids=lambda s: f"{s['name']}-{s.get('stem', {}).get('name', 'none')}"
-)
+@pytest.mark.parametrize("spec", NETWORK_SPECS, ids=lambda s: f"{s['name']}-{s.get('stem', {}).get('name', 'none')}")
 def test_no_unsupported_op_in_any_registered_network(spec):
     network = components.build("network", spec).eval()
     counts = count_flops(network, (3, 32, 32))
@@ -146,6 +137,4 @@ def test_no_unsupported_op_in_any_registered_network(spec):
     ours_without_attention = counts["macs_per_image"] - counts["by_operator"]["scaled_dot_product_attention"]
     assert (mode.get_total_flops() - torch_attention) / 2 == pytest.approx(ours_without_attention, rel=0.01)
     if torch_attention:
-        assert torch_attention / 2 == pytest.approx(
-            counts["by_operator"]["scaled_dot_product_attention"], rel=0.01
-        )
+        assert torch_attention / 2 == pytest.approx(counts["by_operator"]["scaled_dot_product_attention"], rel=0.01)

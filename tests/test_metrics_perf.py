@@ -117,9 +117,9 @@ def test_mfu_with_a_datasheet_peak_and_without_throughput(tmp_path):
     spec = validate_spec("metric", METRICS, {"name": "mfu", "peak_flops_per_s": 2e9})
     values = {v.name: v for v in spec.compute(ctx_with(tmp_path, {}))}
     assert values["mfu"].value is None and "train_images_per_s" in values["mfu"].attrs["reason"]
-    assert values["peak_flops_per_s"].value == 2e9 and values["peak_flops_per_s"].attrs[
-        "peak_source"
-    ].startswith("given")
+    assert values["peak_flops_per_s"].value == 2e9 and values["peak_flops_per_s"].attrs["peak_source"].startswith(
+        "given"
+    )
     with pytest.raises(ComponentError):
         validate_spec("metric", METRICS, {"name": "mfu", "peak_flop": 1})
 

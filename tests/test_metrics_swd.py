@@ -66,9 +66,7 @@ def test_pyramid_matches_scipy_mirror_convolution():
     np.testing.assert_allclose(pyr_down(x).numpy(), down, atol=1e-12)
     up = np.zeros((2, 3, 32, 32))
     up[:, :, ::2, ::2] = x.numpy()
-    np.testing.assert_allclose(
-        pyr_up(x).numpy(), scipy.ndimage.convolve(up, k * 4, mode="mirror"), atol=1e-12
-    )
+    np.testing.assert_allclose(pyr_up(x).numpy(), scipy.ndimage.convolve(up, k * 4, mode="mirror"), atol=1e-12)
     levels = laplacian_pyramid(x, 2)
     np.testing.assert_allclose((levels[0] + pyr_up(levels[1])).numpy(), x.numpy(), atol=1e-12)  # invertible
 

@@ -17,8 +17,8 @@ def data():
     g = torch.Generator().manual_seed(0)
     x = torch.rand((B, *SHAPE), generator=g, dtype=torch.float64) * 2 - 1
     eps = torch.randn((B, *SHAPE), generator=g, dtype=torch.float64)
-    logsnr = torch.rand(B, generator=g, dtype=torch.float64) * 20 - 10      # [-10, 10]
-    wrong = torch.randn((B, *SHAPE), generator=g, dtype=torch.float64)     # an arbitrary network output
+    logsnr = torch.rand(B, generator=g, dtype=torch.float64) * 20 - 10  # [-10, 10]
+    wrong = torch.randn((B, *SHAPE), generator=g, dtype=torch.float64)  # an arbitrary network output
     # reference alpha, sigma with numpy: alpha^2 = sigmoid(lambda)
     lam = logsnr.numpy()[:, None, None, None]
     alpha = np.sqrt(1 / (1 + np.exp(-lam)))
@@ -39,8 +39,9 @@ def test_registry_is_v_eps_x():
 def test_target_matches_formula(name, data):
     x, eps, logsnr, z, wrong, alpha, sigma = data
     p = components.build("parametrization", name)
-    np.testing.assert_allclose(p.target(x, eps, logsnr).numpy(),
-                               true_target(name, x.numpy(), eps.numpy(), alpha, sigma), atol=1e-12)
+    np.testing.assert_allclose(
+        p.target(x, eps, logsnr).numpy(), true_target(name, x.numpy(), eps.numpy(), alpha, sigma), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETRIZATIONS))
@@ -70,7 +71,7 @@ def test_loss_identities_for_wrong_prediction(name, data):
     e_v = ((v - v_hat) ** 2).reshape(B, -1).sum(1)
     e_x = ((x - x_hat) ** 2).reshape(B, -1).sum(1)
     a2, snr = alpha.ravel() ** 2, np.exp(logsnr.numpy())
-    assert e_eps.min() > 1e-3                                   # the prediction really is wrong
+    assert e_eps.min() > 1e-3  # the prediction really is wrong
     np.testing.assert_allclose(e_eps, a2 * e_v, rtol=1e-8)
     np.testing.assert_allclose(e_eps, snr * e_x, rtol=1e-6)
 

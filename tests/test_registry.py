@@ -78,7 +78,7 @@ def test_to_spec_round_trips(family, name):
     d = spec.to_spec()
     assert d["name"] == name
     assert set(d) == {"name", *REGISTRIES[family][name].model_fields}
-    d2 = json.loads(json.dumps(d))                                 # JSON-able
+    d2 = json.loads(json.dumps(d))  # JSON-able
     again = components.validate(family, d2)
     assert again == spec and again.to_spec() == d
     components.build(family, d2)
@@ -128,7 +128,7 @@ PARAM_ENTRIES = [(f, n) for f, n in ENTRIES if REGISTRIES[f][n].model_fields]
 @pytest.mark.parametrize(("family", "name"), PARAM_ENTRIES)
 def test_unknown_parameter_names_key_and_suggests(family, name):
     fields = REGISTRIES[family][name].model_fields
-    field = sorted(fields, key=len)[-1]                            # longest: a unique close match
+    field = sorted(fields, key=len)[-1]  # longest: a unique close match
     params = {k: "x" for k in required_fields(family, name)}
     with pytest.raises(ComponentError) as info:
         components.build(family, {"name": name, **params, misspell(field): 1})

@@ -16,7 +16,7 @@ import components
 from components.samplers import SAMPLERS
 
 MU, S = 0.3, 0.2
-SHAPE = (20000, 1, 2, 2)          # 80000 iid values
+SHAPE = (20000, 1, 2, 2)  # 80000 iid values
 
 
 @pytest.fixture(autouse=True)
@@ -41,15 +41,15 @@ def gaussian_predict(z, logsnr, labels):
     return x_hat.to(z.dtype), eps_hat.to(z.dtype)
 
 
-MIX_MU, MIX_S = (-0.5, 0.5), 0.1     # 1/2 N(-0.5, 0.1^2) + 1/2 N(0.5, 0.1^2)
+MIX_MU, MIX_S = (-0.5, 0.5), 0.1  # 1/2 N(-0.5, 0.1^2) + 1/2 N(0.5, 0.1^2)
 
 
 def mixture_predict(z, logsnr, labels):
     alpha, sigma = ab(logsnr, z)
     zd = z.double()
-    var = alpha**2 * MIX_S**2 + sigma**2                       # marginal variance of z per component
-    logp = torch.stack([-(zd - alpha * m) ** 2 / (2 * var) for m in MIX_MU])
-    resp = torch.softmax(logp, dim=0)                          # equal weights and variances
+    var = alpha**2 * MIX_S**2 + sigma**2  # marginal variance of z per component
+    logp = torch.stack([-((zd - alpha * m) ** 2) / (2 * var) for m in MIX_MU])
+    resp = torch.softmax(logp, dim=0)  # equal weights and variances
     means = torch.stack([m + alpha * MIX_S**2 / var * (zd - alpha * m) for m in MIX_MU])
     x_hat = (resp * means).sum(0)
     eps_hat = (zd - alpha * x_hat) / sigma
@@ -81,14 +81,14 @@ def exact_chain_moments(name, steps, shift=0.0):
         a_t, s_t = math.sqrt(1 / (1 + math.exp(-lt))), math.sqrt(1 / (1 + math.exp(lt)))
         a_s, s_s = math.sqrt(1 / (1 + math.exp(-ls))), math.sqrt(1 / (1 + math.exp(ls)))
         k = a_t * S**2 / (a_t**2 * S**2 + s_t**2)
-        xp, xq = k, MU * (1 - k * a_t)                      # x_hat = xp z + xq
+        xp, xq = k, MU * (1 - k * a_t)  # x_hat = xp z + xq
         last = i == steps - 1
         if name == "ancestral":
             c = -math.expm1(lt - ls)
             p, q, noise = a_s * ((1 - c) / a_t + c * xp), a_s * c * xq, 0.0 if last else c * s_s**2
-        elif last:                                          # ddim returns x_hat at the end
+        elif last:  # ddim returns x_hat at the end
             p, q, noise = xp, xq, 0.0
-        else:                                               # ddim: a_s x_hat + s_s (z - a_t x_hat) / s_t
+        else:  # ddim: a_s x_hat + s_s (z - a_t x_hat) / s_t
             p = a_s * xp + s_s * (1 - a_t * xp) / s_t
             q = a_s * xq - s_s * a_t * xq / s_t
             noise = 0.0
@@ -214,7 +214,7 @@ def test_guidance_calls_unconditional_and_mixes(name):
     seen.clear()
     sched = components.build("schedule", "cosine")
     sampler.sample(predict, sched, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0), labels=labels)
-    assert len(seen) == 6                                              # cond + uncond per step
+    assert len(seen) == 6  # cond + uncond per step
     assert sum(lab is None for lab in seen) == 3
     assert all(lab is labels for lab in seen if lab is not None)
 
@@ -230,12 +230,14 @@ def test_no_guidance_calls_once_per_step(name):
     sched = components.build("schedule", "cosine")
     labels = torch.tensor([0, 1])
     components.build("sampler", {"name": name, "steps": 5}).sample(
-        predict, sched, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0), labels=labels)
+        predict, sched, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0), labels=labels
+    )
     assert len(seen) == 5 and all(lab is labels for lab in seen)
     seen.clear()
     components.build("sampler", {"name": name, "steps": 5, "guidance_scale": 3.0}).sample(
-        predict, sched, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0))
-    assert seen == [None] * 5                                          # no labels: nothing to guide
+        predict, sched, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0)
+    )
+    assert seen == [None] * 5  # no labels: nothing to guide
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -275,11 +277,14 @@ def test_logsnr_passed_to_predict_follows_grid(name):
 
     sched = components.build("schedule", {"name": "shifted_cosine", "resolution": 128})
     components.build("sampler", {"name": name, "steps": 4}).sample(
-        predict, sched, (3, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+        predict, sched, (3, 1, 2, 2), generator=torch.Generator().manual_seed(0)
+    )
     assert all(s.shape == (3,) for s in seen)
     t = [1.0, 0.75, 0.5, 0.25]
-    want = [-2 * math.log(math.tan(math.atan(math.exp(-7.5)) + ti * (math.atan(math.exp(7.5))
-                                                                      - math.atan(math.exp(-7.5)))))
-            + 2 * math.log(0.5) for ti in t]
+    want = [
+        -2 * math.log(math.tan(math.atan(math.exp(-7.5)) + ti * (math.atan(math.exp(7.5)) - math.atan(math.exp(-7.5)))))
+        + 2 * math.log(0.5)
+        for ti in t
+    ]
     got = torch.stack([s[0] for s in seen]).double()
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), atol=1e-5, rtol=1e-5)

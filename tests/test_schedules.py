@@ -104,8 +104,9 @@ def test_interpolated_shifted_pseudocode(d):
     # by hand: t = 0 -> shifted(high)(0); t = 1 -> shifted(low)(1); t = 0.5 -> mean of the two shifts
     expected = [15 + 2 * math.log(256 / d), math.log(32 / d) + math.log(256 / d), -15 + 2 * math.log(32 / d)]
     np.testing.assert_allclose(lam, expected, atol=1e-9)
-    np.testing.assert_allclose(logsnr({"name": "interpolated_shifted", "resolution": d}, T),
-                               ref_interpolated(T, d), atol=1e-9)
+    np.testing.assert_allclose(
+        logsnr({"name": "interpolated_shifted", "resolution": d}, T), ref_interpolated(T, d), atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("d", [64, 512])
@@ -121,7 +122,7 @@ def test_interpolated_default_puts_strong_shift_at_high_noise():
     spec = {"name": "interpolated_shifted", "resolution": 512}
     pseudo = logsnr(spec, [0.9])[0]
     printed = logsnr({**spec, "orientation": "printed"}, [0.9])[0]
-    assert pseudo < printed      # low base (32) = stronger shift = lower logSNR near t = 1
+    assert pseudo < printed  # low base (32) = stronger shift = lower logSNR near t = 1
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from components.registry import ComponentError
 
-FINGERPRINT_VERSION = 1                 # bump if the hashed byte layout below ever changes
+FINGERPRINT_VERSION = 1  # bump if the hashed byte layout below ever changes
 
 
 class DatasetError(ComponentError):
@@ -43,10 +43,10 @@ class ImageDataset(Dataset):
             raise ValueError(f"images must be uint8 [N, C, R, R], got {images.dtype} {list(images.shape)}")
         if labels is not None and (labels.dtype != torch.int64 or labels.shape != images.shape[:1]):
             raise ValueError(f"labels must be int64 [N], got {labels.dtype} {list(labels.shape)}")
-        self.images = images.contiguous()                 # [N, C, R, R] uint8
-        self.labels = labels                              # [N] int64 or None
+        self.images = images.contiguous()  # [N, C, R, R] uint8
+        self.labels = labels  # [N] int64 or None
         self.class_names = list(class_names or []) if labels is not None else []
-        self.num_classes = len(self.class_names)          # 0 when unlabelled
+        self.num_classes = len(self.class_names)  # 0 when unlabelled
         self.resolution = int(images.shape[-1])
         self.channels = int(images.shape[1])
 
@@ -54,7 +54,7 @@ class ImageDataset(Dataset):
         return int(self.images.shape[0])
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        x = self.images[i].to(torch.float32) / 127.5 - 1.0   # [C, R, R] in [-1, 1]
+        x = self.images[i].to(torch.float32) / 127.5 - 1.0  # [C, R, R] in [-1, 1]
         label = int(self.labels[i]) if self.labels is not None else -1
         return x, label
 
@@ -88,8 +88,10 @@ class ImageDataset(Dataset):
         return sorted(int(i) for i in order[n_hold:]), sorted(int(i) for i in order[:n_hold])
 
     def __repr__(self) -> str:
-        return (f"ImageDataset(n={len(self)}, resolution={self.resolution}, channels={self.channels}, "
-                f"num_classes={self.num_classes}, fingerprint={self.fingerprint[:12]})")
+        return (
+            f"ImageDataset(n={len(self)}, resolution={self.resolution}, channels={self.channels}, "
+            f"num_classes={self.num_classes}, fingerprint={self.fingerprint[:12]})"
+        )
 
 
 def cache_file(cache_dir: str | None, name: str) -> Path | None:

@@ -35,7 +35,7 @@ from components.registry import Component
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 RESIZE_FILTER = Image.Resampling.LANCZOS
-FOLDER_CACHE_VERSION = 1                # bump whenever decoding changes the pixels of a file
+FOLDER_CACHE_VERSION = 1  # bump whenever decoding changes the pixels of a file
 
 
 def _visible(parts: tuple[str, ...]) -> bool:
@@ -61,12 +61,16 @@ def list_directory(root: Path) -> list[tuple[str, list]]:
 
 def list_zip(zf: zipfile.ZipFile) -> list[tuple[str, str, list]]:
     """(relative name, member name, [size, crc]) of every visible image member, sorted by relative name."""
-    members = [i for i in zf.infolist()
-               if not i.is_dir() and _is_image(i.filename) and _visible(PurePosixPath(i.filename).parts)]
+    members = [
+        i
+        for i in zf.infolist()
+        if not i.is_dir() and _is_image(i.filename) and _visible(PurePosixPath(i.filename).parts)
+    ]
     parts = [PurePosixPath(i.filename).parts for i in members]
     strip = bool(parts) and len({p[0] for p in parts}) == 1 and all(len(p) >= 3 for p in parts)
-    return sorted(("/".join(p[1:] if strip else p), i.filename, [i.file_size, i.CRC])
-                  for p, i in zip(parts, members, strict=True))
+    return sorted(
+        ("/".join(p[1:] if strip else p), i.filename, [i.file_size, i.CRC]) for p, i in zip(parts, members, strict=True)
+    )
 
 
 def decode_image(data: bytes, name: str, resolution: int) -> np.ndarray:
@@ -86,16 +90,20 @@ def decode_image(data: bytes, name: str, resolution: int) -> np.ndarray:
         raise DatasetError("path", f"cannot decode image '{name}': {type(err).__name__}: {err}") from None
     w, h = img.size
     if min(w, h) < resolution:
-        raise DatasetError("resolution", f"image '{name}' is {w}x{h} pixels, smaller than resolution "
-                                         f"{resolution}; lower the resolution or remove the image")
+        raise DatasetError(
+            "resolution",
+            f"image '{name}' is {w}x{h} pixels, smaller than resolution "
+            f"{resolution}; lower the resolution or remove the image",
+        )
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     img = img.crop((left, top, left + side, top + side)).resize((resolution, resolution), RESIZE_FILTER)
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)          # [H, W, 3] -> [3, R, R]
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)  # [H, W, 3] -> [3, R, R]
 
 
 def decode_all(names: list[str], read: Callable[[str], bytes], resolution: int) -> np.ndarray:
     """Decode every file (threads: PIL releases the GIL while decoding); ``[N, 3, R, R]`` in ``names`` order."""
+
     def work(name: str) -> np.ndarray:
         try:
             data = read(name)
@@ -124,10 +132,10 @@ class Folder(Component):
     test builds this entry with a temporary folder of images.
     """
 
-    path: str                                 # directory or .zip file
-    resolution: int = Field(32, ge=1)         # image side after crop + resize, pixels
-    labels: bool = False                      # class = first-level subfolder name
-    cache_dir: str | None = None              # None: decode in memory, write nothing
+    path: str  # directory or .zip file
+    resolution: int = Field(32, ge=1)  # image side after crop + resize, pixels
+    labels: bool = False  # class = first-level subfolder name
+    cache_dir: str | None = None  # None: decode in memory, write nothing
     max_images: int | None = Field(None, ge=1)
 
     def instantiate(self) -> ImageDataset:
@@ -156,13 +164,21 @@ class Folder(Component):
 
     def _load(self, root: Path, names: list[str], meta: list, read: Callable[[str], bytes]) -> ImageDataset:
         if not names:
-            raise DatasetError("path", f"no images ({', '.join(IMAGE_EXTENSIONS)}, any case) found in "
-                                       f"'{self.path}'")
+            raise DatasetError("path", f"no images ({', '.join(IMAGE_EXTENSIONS)}, any case) found in '{self.path}'")
         class_names = self._class_names(names) if self.labels else []
         if self.max_images is not None and self.max_images < len(names):
             names = sorted(sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())[: self.max_images])
-        key = json.dumps([FOLDER_CACHE_VERSION, str(root.resolve()), self.resolution, self.labels,
-                          self.max_images, RESIZE_FILTER.name, meta])
+        key = json.dumps(
+            [
+                FOLDER_CACHE_VERSION,
+                str(root.resolve()),
+                self.resolution,
+                self.labels,
+                self.max_images,
+                RESIZE_FILTER.name,
+                meta,
+            ]
+        )
         path = cache_file(self.cache_dir, f"folder-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz")
         cached = load_arrays(path)
         if cached is not None and cached["images"].shape == (len(names), 3, self.resolution, self.resolution):
@@ -180,9 +196,13 @@ class Folder(Component):
         """Sorted first-level subfolder names; every image must sit inside one."""
         loose = [n for n in names if "/" not in n]
         if len(loose) == len(names):
-            raise DatasetError("labels", f"labels=True but '{self.path}' has no subfolders; put each "
-                                         f"class's images in its own first-level subfolder")
+            raise DatasetError(
+                "labels",
+                f"labels=True but '{self.path}' has no subfolders; put each "
+                f"class's images in its own first-level subfolder",
+            )
         if loose:
-            raise DatasetError("labels", f"labels=True but image '{loose[0]}' is not inside a class "
-                                         f"subfolder of '{self.path}'")
+            raise DatasetError(
+                "labels", f"labels=True but image '{loose[0]}' is not inside a class subfolder of '{self.path}'"
+            )
         return sorted({n.split("/", 1)[0] for n in names})

@@ -24,12 +24,12 @@ from pydantic import Field
 from components.datasets.base import ImageDataset, cache_file, load_arrays, save_arrays
 from components.registry import Component
 
-GENERATOR_VERSION = 1                   # bump whenever the pixels a (seed, index) produces change
-CHUNK = 64                              # images drawn and rendered together
+GENERATOR_VERSION = 1  # bump whenever the pixels a (seed, index) produces change
+CHUNK = 64  # images drawn and rendered together
 MAX_SHAPES = 3
-SHAPE_TYPES = ["circle", "rectangle", "triangle"]   # label = index of the largest shape's type
-TRIANGLE_SCALE = 1.4                    # circumradius / size, so triangles are about as large as circles
-NOISE_STD = 0.03                        # per-pixel Gaussian noise, fraction of the [0, 1] range
+SHAPE_TYPES = ["circle", "rectangle", "triangle"]  # label = index of the largest shape's type
+TRIANGLE_SCALE = 1.4  # circumradius / size, so triangles are about as large as circles
+NOISE_STD = 0.03  # per-pixel Gaussian noise, fraction of the [0, 1] range
 
 
 def draw_scenes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -37,16 +37,16 @@ def draw_scenes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     count = rng.integers(1, MAX_SHAPES + 1, n)
     p = {
         "kind": rng.integers(0, len(SHAPE_TYPES), (n, MAX_SHAPES)),
-        "size": rng.uniform(0.10, 0.32, (n, MAX_SHAPES)),       # radius / half-width, image widths
+        "size": rng.uniform(0.10, 0.32, (n, MAX_SHAPES)),  # radius / half-width, image widths
         "aspect": np.where(rng.random((n, MAX_SHAPES)) < 0.4, 1.0, rng.uniform(0.45, 1.0, (n, MAX_SHAPES))),
         "cx": rng.uniform(0.2, 0.8, (n, MAX_SHAPES)),
         "cy": rng.uniform(0.2, 0.8, (n, MAX_SHAPES)),
         "angle": rng.uniform(0.0, 2 * math.pi, (n, MAX_SHAPES)),
         "colour": rng.random((n, MAX_SHAPES, 3)),
-        "texture": rng.integers(0, 3, (n, MAX_SHAPES)),         # 0 flat, 1 stripes, 2 checker
-        "period": rng.uniform(0.035, 0.12, (n, MAX_SHAPES)),    # texture period, image widths
+        "texture": rng.integers(0, 3, (n, MAX_SHAPES)),  # 0 flat, 1 stripes, 2 checker
+        "period": rng.uniform(0.035, 0.12, (n, MAX_SHAPES)),  # texture period, image widths
         "tex_angle": rng.uniform(0.0, math.pi, (n, MAX_SHAPES)),
-        "shade": rng.uniform(0.35, 0.75, (n, MAX_SHAPES)),      # second texture tone = shade * colour
+        "shade": rng.uniform(0.35, 0.75, (n, MAX_SHAPES)),  # second texture tone = shade * colour
         "outline": rng.random((n, MAX_SHAPES)) < 0.5,
     }
     background = {
@@ -54,7 +54,7 @@ def draw_scenes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "bg1": rng.random((n, 3)),
         "bg_angle": rng.uniform(0.0, 2 * math.pi, n),
         "ripple_amp": rng.uniform(0.0, 0.08, n),
-        "ripple_freq": rng.uniform(0.5, 2.0, n),                # cycles per image width
+        "ripple_freq": rng.uniform(0.5, 2.0, n),  # cycles per image width
         "ripple_angle": rng.uniform(0.0, 2 * math.pi, n),
         "ripple_phase": rng.uniform(0.0, 2 * math.pi, n),
     }
@@ -73,40 +73,41 @@ def render(p: dict[str, np.ndarray], resolution: int, rng: np.random.Generator) 
     r = resolution
     f32 = np.float32
     coord = ((np.arange(r, dtype=f32) + 0.5) / r).astype(f32)
-    gx, gy = coord[None, None, :], coord[None, :, None]                  # [1, 1, R], [1, R, 1]
+    gx, gy = coord[None, None, :], coord[None, :, None]  # [1, 1, R], [1, R, 1]
 
-    def col(v: np.ndarray) -> np.ndarray:                                # [n] -> [n, 1, 1]
+    def col(v: np.ndarray) -> np.ndarray:  # [n] -> [n, 1, 1]
         return v.astype(f32)[:, None, None]
 
     s = (np.cos(col(p["bg_angle"])) * (gx - 0.5) + np.sin(col(p["bg_angle"])) * (gy - 0.5)) / math.sqrt(2) + 0.5
     ra = col(p["ripple_angle"])
     ripple = col(p["ripple_amp"]) * np.sin(
-        2 * math.pi * col(p["ripple_freq"]) * (np.cos(ra) * gx + np.sin(ra) * gy) + col(p["ripple_phase"]))
+        2 * math.pi * col(p["ripple_freq"]) * (np.cos(ra) * gx + np.sin(ra) * gy) + col(p["ripple_phase"])
+    )
     bg0, bg1 = p["bg0"].astype(f32)[:, :, None, None], p["bg1"].astype(f32)[:, :, None, None]
-    img = bg0 * (1 - s[:, None]) + bg1 * s[:, None] + ripple[:, None]    # [n, 3, R, R]
+    img = bg0 * (1 - s[:, None]) + bg1 * s[:, None] + ripple[:, None]  # [n, 3, R, R]
 
     tri_normals = [(math.cos(2 * math.pi * k / 3), math.sin(2 * math.pi * k / 3)) for k in range(3)]
     for j in range(MAX_SHAPES):
-        dx, dy = gx - col(p["cx"][:, j]), gy - col(p["cy"][:, j])        # [n, R, R]
+        dx, dy = gx - col(p["cx"][:, j]), gy - col(p["cy"][:, j])  # [n, R, R]
         c, sn = np.cos(col(p["angle"][:, j])), np.sin(col(p["angle"][:, j]))
-        xr, yr = c * dx + sn * dy, -sn * dx + c * dy                     # shape-local coordinates
+        xr, yr = c * dx + sn * dy, -sn * dx + c * dy  # shape-local coordinates
         size, kind = col(p["size"][:, j]), col(p["kind"][:, j])
         d_circle = np.sqrt(dx * dx + dy * dy) - size
         d_rect = np.maximum(np.abs(xr) - size, np.abs(yr) - size * col(p["aspect"][:, j]))
         d_tri = np.maximum.reduce([xr * a + yr * b for a, b in tri_normals]) - TRIANGLE_SCALE * size / 2
-        dist = np.where(kind == 0, d_circle, np.where(kind == 1, d_rect, d_tri))   # < 0 inside
+        dist = np.where(kind == 0, d_circle, np.where(kind == 1, d_rect, d_tri))  # < 0 inside
         inside = (dist <= 0) & p["active"][:, j, None, None]
 
         ta = col(p["tex_angle"][:, j])
-        period = np.maximum(col(p["period"][:, j]), f32(2.0 / r))       # at least 2 pixels
+        period = np.maximum(col(p["period"][:, j]), f32(2.0 / r))  # at least 2 pixels
         u = np.floor((np.cos(ta) * xr + np.sin(ta) * yr) / period)
         v = np.floor((-np.sin(ta) * xr + np.cos(ta) * yr) / period)
         texture = col(p["texture"][:, j])
-        tone = np.where(texture == 1, u % 2, np.where(texture == 2, (u + v) % 2, 0.0))   # {0, 1}
+        tone = np.where(texture == 1, u % 2, np.where(texture == 2, (u + v) % 2, 0.0))  # {0, 1}
         factor = 1.0 - tone * (1.0 - col(p["shade"][:, j]))
-        edge = p["outline"][:, j, None, None] & (dist > -1.5 / r)              # dark rim, 1-2 pixels wide
+        edge = p["outline"][:, j, None, None] & (dist > -1.5 / r)  # dark rim, 1-2 pixels wide
         factor = np.where(edge, f32(0.25), factor)
-        colour = p["colour"][:, j].astype(f32)[:, :, None, None]         # [n, 3, 1, 1]
+        colour = p["colour"][:, j].astype(f32)[:, :, None, None]  # [n, 3, 1, 1]
         img = np.where(inside[:, None], colour * factor[:, None], img)
 
     img = img + rng.standard_normal(img.shape, dtype=f32) * f32(NOISE_STD)
@@ -133,19 +134,20 @@ class Shapes(Component):
     num_images, labels, generator version) and loaded from there next time.
     """
 
-    resolution: int = Field(32, ge=8)         # image side, pixels
+    resolution: int = Field(32, ge=8)  # image side, pixels
     num_images: int = Field(1024, ge=1)
     seed: int = Field(0, ge=0)
-    labels: bool = False                      # class = type of the largest shape
-    cache_dir: str | None = None              # None: generate in memory, write nothing
+    labels: bool = False  # class = type of the largest shape
+    cache_dir: str | None = None  # None: generate in memory, write nothing
 
     def instantiate(self) -> ImageDataset:
-        key = (f"shapes-v{GENERATOR_VERSION}-seed{self.seed}-res{self.resolution}-n{self.num_images}"
-               f"-labels{int(self.labels)}.npz")
+        key = (
+            f"shapes-v{GENERATOR_VERSION}-seed{self.seed}-res{self.resolution}-n{self.num_images}"
+            f"-labels{int(self.labels)}.npz"
+        )
         path = cache_file(self.cache_dir, key)
         cached = load_arrays(path)
-        if cached is not None and cached["images"].shape == (self.num_images, 3, self.resolution,
-                                                              self.resolution):
+        if cached is not None and cached["images"].shape == (self.num_images, 3, self.resolution, self.resolution):
             images, labels = cached["images"], cached["labels"]
         else:
             images, labels = generate_shapes(self.num_images, self.resolution, self.seed)

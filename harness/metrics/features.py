@@ -34,9 +34,7 @@ ImageSource = torch.Tensor | str | pathlib.Path  # uint8 [N, C, H, W], or a fold
 
 def list_folder(folder: str | pathlib.Path) -> list[str]:
     """Image files below ``folder``, sorted, as ``cleanfid.fid.get_folder_features`` lists them."""
-    files = sorted(
-        f for ext in EXTENSIONS for f in glob.glob(os.path.join(folder, f"**/*.{ext}"), recursive=True)
-    )
+    files = sorted(f for ext in EXTENSIONS for f in glob.glob(os.path.join(folder, f"**/*.{ext}"), recursive=True))
     if not files:
         raise MetricError(f"no image files ({', '.join(sorted(EXTENSIONS))}) in {folder}")
     return files
@@ -53,9 +51,7 @@ def as_items(source: ImageSource) -> Sequence[Any]:
     """A sequence of per-image items: [C, H, W] uint8 arrays or file paths."""
     if isinstance(source, torch.Tensor):
         if source.dtype != torch.uint8 or source.ndim != 4 or source.shape[1] not in (1, 3):
-            raise MetricError(
-                f"images must be uint8 [N, 1 or 3, H, W], got {source.dtype} {tuple(source.shape)}"
-            )
+            raise MetricError(f"images must be uint8 [N, 1 or 3, H, W], got {source.dtype} {tuple(source.shape)}")
         return source.detach().cpu().numpy()  # [N, C, H, W]
     return list_folder(source)
 

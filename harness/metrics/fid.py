@@ -143,11 +143,7 @@ def reference_statistics(ctx: EvalContext, extractor: FeatureExtractor) -> tuple
     Returns (statistics, attrs) with attrs ``n_reference``, ``reference_fingerprint`` and
     ``reference_cache`` ("hit" or "miss").
     """
-    n_ref = (
-        len(ctx.reference)
-        if ctx.fid.num_reference is None
-        else min(ctx.fid.num_reference, len(ctx.reference))
-    )
+    n_ref = len(ctx.reference) if ctx.fid.num_reference is None else min(ctx.fid.num_reference, len(ctx.reference))
     key = {
         "version": CACHE_VERSION,
         "dataset_fingerprint": ctx.dataset_fingerprint,
@@ -233,12 +229,8 @@ class Fid(Metric):
             gen = Statistics.of(generated_features(ctx, extractor))
             value = gen.distance(ref)
         except MetricError as err:
-            return [
-                unavailable("fid", str(err), mode=ctx.fid.mode, reference_fingerprint=ctx.dataset_fingerprint)
-            ]
-        return [
-            MetricValue("fid", value, None, {**_common_attrs(ctx, extractor, len(gen.feats)), **ref_attrs})
-        ]
+            return [unavailable("fid", str(err), mode=ctx.fid.mode, reference_fingerprint=ctx.dataset_fingerprint)]
+        return [MetricValue("fid", value, None, {**_common_attrs(ctx, extractor, len(gen.feats)), **ref_attrs})]
 
 
 class Kid(Metric):
@@ -288,11 +280,7 @@ def compute_fid(
     clean-fid's cache, clean-fid's download); raises MetricError when there are none.
     """
     options = FidOptions(mode=mode, weights=weights, batch_size=batch_size)
-    dev = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     extractor = load_extractor(options, dev)
     s1 = Statistics.of(extract_features(a, extractor, batch_size, workers))
     s2 = Statistics.of(extract_features(b, extractor, batch_size, workers))

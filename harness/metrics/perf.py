@@ -129,9 +129,7 @@ def device_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def measure_peak_flops(
-    device: torch.device, dtype: torch.dtype, budget_s: float | None = None
-) -> dict[str, Any]:
+def measure_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: float | None = None) -> dict[str, Any]:
     """Best FLOP/s of repeated square matrix products (n x n x n, 2 n^3 FLOPs each) within ``budget_s``."""
     cpu = device.type == "cpu"
     n = 1024 if cpu else 8192

@@ -137,14 +137,11 @@ def swd(
     if a.shape != b.shape:
         raise MetricError(f"SWD needs sets of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[2:]) < MIN_RESOLUTION or a.shape[2] != a.shape[3]:
-        raise MetricError(
-            f"SWD needs square images of at least {MIN_RESOLUTION} px, got {tuple(a.shape[2:])}"
-        )
+        raise MetricError(f"SWD needs square images of at least {MIN_RESOLUTION} px, got {tuple(a.shape[2:])}")
     resolutions = level_resolutions(a.shape[2])
     gens = [torch.Generator().manual_seed(seed * 1009 + lod) for lod in range(len(resolutions))]
     centres = [
-        patch_positions(len(a), res, nhood_size, nhoods_per_image, g)
-        for res, g in zip(resolutions, gens, strict=True)
+        patch_positions(len(a), res, nhood_size, nhoods_per_image, g) for res, g in zip(resolutions, gens, strict=True)
     ]
     desc_a = set_descriptors(a, resolutions, centres, nhood_size)
     desc_b = set_descriptors(b, resolutions, centres, nhood_size)
@@ -189,8 +186,6 @@ class Swd(Metric):
             )
         except MetricError as err:
             return [unavailable("swd", str(err), **attrs)]
-        values = [
-            MetricValue(f"swd_{res}", v, None, {**attrs, "resolution": res}) for res, v in levels.items()
-        ]
+        values = [MetricValue(f"swd_{res}", v, None, {**attrs, "resolution": res}) for res, v in levels.items()]
         mean = sum(levels.values()) / len(levels)
         return [MetricValue("swd", mean, None, {**attrs, "levels": sorted(levels)}), *values]

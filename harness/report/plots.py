@@ -26,7 +26,6 @@ from harness.summaries import StudyTables  # noqa: E402
 DPI = 96
 
 
-
 def log_scale(ax, which: str, base: float = 10) -> None:
     """A log axis with plain-text tick labels (the report renders with math text off, since labels come
     from the database, and matplotlib's default log labels are math text)."""
@@ -34,6 +33,7 @@ def log_scale(ax, which: str, base: float = 10) -> None:
     axis = ax.xaxis if which == "x" else ax.yaxis
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
+
 
 @dataclass
 class Figure:
