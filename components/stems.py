@@ -5,13 +5,15 @@ A stem spec has ``factor`` (spatial downsampling), ``out_channels(in_channels)``
 the module has ``encode(x)`` ([B, C, H, W] -> [B, C', H / factor, W / factor]) and ``decode(h)`` (back).
 
 - ``wavelet``: the 5/3 (LeGall / CDF 5/3, PyWavelets ``bior2.2``) DWT with periodic boundary, exactly
-  invertible on sizes divisible by 2**levels; computed with torch convolutions (any device, batched,
+  invertible on sizes divisible by 2**levels; computed by lifting with torch ops (any device, batched,
   differentiable).
 - ``patch``: a p x p convolution with stride p and a transposed convolution of the same shape.
 - ``none``: identity.
 """
 
 from __future__ import annotations
+
+import math
 
 import pywt
 import torch
@@ -26,78 +28,46 @@ DEC_LO = tuple(_BIOR22.dec_lo)  # analysis low-pass, 6 taps (PyWavelets' convent
 DEC_HI = tuple(_BIOR22.dec_hi)  # analysis high-pass
 REC_LO = tuple(_BIOR22.rec_lo)  # synthesis low-pass
 REC_HI = tuple(_BIOR22.rec_hi)  # synthesis high-pass
-# Periodization, matched to pywt.dwt / pywt.idwt(mode="periodization") (tests/test_stems.py):
-#   analysis:  c[k] = sum_j h[j] x[(2k + 3 - j) mod N]
-#   synthesis: x[n] = sum over (k, j) with 2k + j == n + 2 (mod N) of c[k] g[j]
-# Written in polyphase form (x_a[p] = x[2p + a]) both become 3-tap correlations on the half-size grid
-# with one pixel of periodic padding:
-#   c[k]        = sum_{a, u} h[5 - a - 2u] x_a[(k - 1 + u) mod N/2]
-#   x_a[p]      = sum_{u}    g[a + 4 - 2u] c[(p - 1 + u) mod N/2]
-# so each 2-D level is one dense 3x3 convolution with 4 input and 4 output channels per image channel.
+SQRT2 = math.sqrt(2.0)
+# The 5/3 transform by lifting (Sweldens; JPEG 2000 Part 1), periodic, along one axis with even samples e
+# and odd samples o (e[k] = x[2k], o[k] = x[2k + 1]):
+#   predict: d[k] = o[k] - (e[k] + e[k + 1]) / 2        update: s[k] = e[k] + (d[k - 1] + d[k]) / 4
+# and PyWavelets' normalisation and sign: cA = sqrt(2) s, cD = -d / sqrt(2). This equals
+# pywt.dwt(x, "bior2.2", mode="periodization") exactly (tests/test_stems.py compares to pywt for 1-3
+# levels); the inverse runs the steps backwards. A handful of elementwise ops per axis: cheaper than a
+# convolution with 4 channels, and autograd differentiates it as is.
 
 
-def _band_filters(lo: tuple[float, ...], hi: tuple[float, ...]) -> list[tuple[Tensor, Tensor]]:
-    """(filter along H, filter along W) per band in PyWavelets' order: aa, da, ad, dd (a = low, d = high;
-    pywt's cA, cH, cV, cD)."""
-    lo_t, hi_t = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
-    return [(lo_t, lo_t), (hi_t, lo_t), (lo_t, hi_t), (hi_t, hi_t)]
+def _lift(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """One periodic 5/3 analysis step along ``dim`` (-1 or -2): x -> (low, high), each half as long."""
+    n = x.shape[dim]
+    e, o = x.unflatten(dim, (n // 2, 2)).unbind(dim if dim < 0 else dim + 1)
+    d = o - 0.5 * (e + torch.roll(e, -1, dim))
+    s = e + 0.25 * (d + torch.roll(d, 1, dim))
+    return s * SQRT2, d * (-1.0 / SQRT2)
 
 
-def analysis_kernel() -> Tensor:
-    """[4 bands, 4 phases (a * 2 + b), 3, 3]: weight[band, ab, u, v] = R[5 - a - 2u] S[5 - b - 2v]."""
-    weight = torch.zeros(4, 4, 3, 3, dtype=torch.float64)
-    u = torch.arange(3)
-    for band, (r, s) in enumerate(_band_filters(DEC_LO, DEC_HI)):
-        for a in range(2):
-            for b in range(2):
-                weight[band, a * 2 + b] = torch.outer(r[5 - a - 2 * u], s[5 - b - 2 * u])
-    return weight
+def _unlift(low: Tensor, high: Tensor, dim: int) -> Tensor:
+    """Inverse of ``_lift``: (low, high) -> x, twice as long along ``dim``."""
+    s, d = low * (1.0 / SQRT2), high * (-SQRT2)
+    e = s - 0.25 * (d + torch.roll(d, 1, dim))
+    o = d + 0.5 * (e + torch.roll(e, -1, dim))
+    return torch.stack([e, o], dim=dim).flatten(dim - 1 if dim < 0 else dim, dim if dim < 0 else dim + 1)
 
 
-def synthesis_kernel() -> Tensor:
-    """[4 phases (a * 2 + b), 4 bands, 3, 3]: weight[ab, band, u, v] = R[a + 4 - 2u] S[b + 4 - 2v]."""
-    weight = torch.zeros(4, 4, 3, 3, dtype=torch.float64)
-    u = torch.arange(3)
-    for band, (r, s) in enumerate(_band_filters(REC_LO, REC_HI)):
-        for a in range(2):
-            for b in range(2):
-                weight[a * 2 + b, band] = torch.outer(r[a + 4 - 2 * u], s[b + 4 - 2 * u])
-    return weight
-
-
-class PeriodicConv3x3(torch.autograd.Function):
-    """y = conv2d(circular_pad(x, 1), weight) for a fixed 3x3 kernel [out, in, 3, 3].
-
-    Its adjoint is the same operation with the kernel transposed and flipped, so the backward pass is a
-    forward convolution too (on CPU, ``convolution_backward`` with 4 channels is several times slower)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(weight)
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), weight)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        (weight,) = ctx.saved_tensors
-        return PeriodicConv3x3.apply(grad, weight.transpose(0, 1).flip(-2, -1)), None
-
-
-def dwt2(x: Tensor, analysis: Tensor) -> Tensor:
+def dwt2(x: Tensor) -> Tensor:
     """One level of the periodic 2-D DWT: [B, C, H, W] -> [B, 4C, H/2, W/2], band-major channels
     (cA for all c, then cH, cV, cD), each equal to ``pywt.dwt2(x_c, "bior2.2", "periodization")``."""
-    b, c, h, w = x.shape
-    phases = F.pixel_unshuffle(x.reshape(b * c, 1, h, w), 2)  # [BC, 4, H/2, W/2]
-    y = PeriodicConv3x3.apply(phases, analysis.to(x.dtype))  # [BC, 4, H/2, W/2]
-    return y.view(b, c, 4, h // 2, w // 2).transpose(1, 2).reshape(b, 4 * c, h // 2, w // 2)
+    lo_w, hi_w = _lift(x, -1)                  # low / high along W
+    ll, hl = _lift(lo_w, -2)                   # cA (low H, low W), cH (high H, low W)
+    lh, hh = _lift(hi_w, -2)                   # cV (low H, high W), cD
+    return torch.cat([ll, hl, lh, hh], dim=1)
 
 
-def idwt2(y: Tensor, synthesis: Tensor) -> Tensor:
+def idwt2(y: Tensor) -> Tensor:
     """Inverse of ``dwt2``: [B, 4C, h, w] (band-major) -> [B, C, 2h, 2w]."""
-    b, c4, h, w = y.shape
-    c = c4 // 4
-    y = y.view(b, 4, c, h, w).transpose(1, 2).reshape(b * c, 4, h, w)  # [BC, 4 bands, h, w]
-    phases = PeriodicConv3x3.apply(y, synthesis.to(y.dtype))  # [BC, 4, h, w]
-    return F.pixel_shuffle(phases, 2).view(b, c, 2 * h, 2 * w)
+    ll, hl, lh, hh = y.chunk(4, dim=1)
+    return _unlift(_unlift(ll, hl, -2), _unlift(lh, hh, -2), -1)
 
 
 class WaveletTransform(nn.Module):
@@ -121,8 +91,6 @@ class WaveletTransform(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         self.levels = levels
-        self.register_buffer("analysis", analysis_kernel(), persistent=False)  # float64
-        self.register_buffer("synthesis", synthesis_kernel(), persistent=False)
 
     def _check(self, h: int, w: int) -> None:
         f = 2**self.levels
@@ -136,7 +104,7 @@ class WaveletTransform(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             low, details = x, []
             for _ in range(self.levels):
-                y = dwt2(low, self.analysis)
+                y = dwt2(low)
                 low, d = y[:, : x.shape[1]], y[:, x.shape[1] :]  # [B, C, ...], [B, 3C, ...]
                 details.append(d)
             parts = [low] + [
@@ -155,7 +123,7 @@ class WaveletTransform(nn.Module):
                 n = 3 * c * r * r
                 d = F.pixel_shuffle(h[:, start : start + n], r) if r > 1 else h[:, start : start + n]
                 start += n
-                low = idwt2(torch.cat([low, d], dim=1), self.synthesis)
+                low = idwt2(torch.cat([low, d], dim=1))
             return low
 
     def forward(self, x: Tensor) -> Tensor:

@@ -51,13 +51,6 @@ def _conv(inputs: list[Any], outputs: list[Any]) -> Counter:
     return Counter({"conv": int(sum(conv_flop_jit(inputs, outputs).values()))})
 
 
-def _fixed_conv3x3(inputs: list[Any], outputs: list[Any]) -> Counter:
-    """``components.stems.PeriodicConv3x3`` (the wavelet stem's lifting filters): conv2d with a fixed
-    [out, in, 3, 3] kernel on a circularly padded input; traced as an opaque ``prim::PythonOp``."""
-    weight = get_shape(inputs[1])
-    return Counter({"conv": prod(get_shape(outputs[0])) * prod(weight[1:])})
-
-
 def _attention(inputs: list[Any], outputs: list[Any]) -> Counter:
     """SDPA: q [..., L, E], k [..., S, E], v [..., S, Ev]: L*S*E MACs for Q K^T plus L*S*Ev for A V."""
     q, k, v = (get_shape(x) for x in inputs[:3])
@@ -115,7 +108,6 @@ COUNTED = {
     "aten::_scaled_dot_product_flash_attention": _attention,
     "aten::_scaled_dot_product_efficient_attention": _attention,
     "aten::_scaled_dot_product_cudnn_attention": _attention,
-    "prim::PythonOp.PeriodicConv3x3": _fixed_conv3x3,
 }
 
 # O(activations) ops not counted (see the module docstring); fvcore already ignores reshapes and copies.
