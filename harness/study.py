@@ -8,7 +8,6 @@ missing; a failed trial is recorded with its reason and the study goes on.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
@@ -104,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from harness.optimize import run_study
 
-    logging.getLogger("optuna").setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # the harness prints one line per trial (and failures with their reason); Optuna's own warnings would
+    # repeat each failure with a traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         summary = run_study(loaded, storage, n_trials, progress=not args.quiet)
     except KeyboardInterrupt:

@@ -163,3 +163,39 @@ def test_changing_a_categorical_axis_of_a_stored_study_is_refused(tmp_path: Path
     err = capsys.readouterr().err
     assert code == 2 and "search.space.diffusion.loss" in err and err.count("\n") == 1
     assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 1
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path):
+    study = write_study(tmp_path, steps=200, ckpt=10, space="train.seed: [0]")
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [str(study), "--storage", url, "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_MAIN, *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if list((tmp_path / "tiny").glob("config_*/checkpoint/latest.pt")):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    frame = results.load(url, "tiny")
+    assert list(frame["state"]) == ["failed"] and "Ctrl-C" in frame.iloc[0]["error"]
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.study", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "resumed from step" in done.stdout, done.stdout + done.stderr
+    assert list(results.load(url, "tiny")["state"]) == ["failed", "complete"]
