@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from harness.environment import environment, pid_alive
 from harness.errors import TrialFailed, UsageError, one_line
@@ -36,14 +37,22 @@ def make_sampler(loaded: LoadedStudy) -> optuna.samplers.BaseSampler:
 
 
 def open_study(loaded: LoadedStudy, storage_url: str) -> optuna.Study:
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and exactly what we need
-        warnings.simplefilter("ignore")
-        storage = RDBStorage(
-            storage_url,
-            heartbeat_interval=60,
-            grace_period=180,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+    storage = None
+    for attempt in range(5):  # workers starting at once on a fresh database race to create Optuna's tables
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and exactly what we need
+                warnings.simplefilter("ignore")
+                storage = RDBStorage(
+                    storage_url,
+                    heartbeat_interval=60,
+                    grace_period=180,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+            break
+        except (IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
     directions = [o.direction for o in loaded.spec.objectives]
     try:
         return optuna.create_study(
@@ -121,6 +130,18 @@ def enqueue_missing(study: optuna.Study, loaded: LoadedStudy) -> tuple[int, int]
     return missing, len(cells)
 
 
+def skip_duplicate(trial: optuna.Trial, labels: dict[str, Any]) -> None:
+    """With several workers a grid cell can be enqueued twice. A trial is pruned when the same cell is
+    complete, or running in a trial that started first (ties by number): exactly one of them runs."""
+    me = trial.study._storage.get_trial(trial._trial_id)
+    mine = (me.datetime_start, trial.number)
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if other.number == trial.number or params_key(other.params) != params_key(labels):
+            continue
+        if other.state == TrialState.COMPLETE or (other.datetime_start, other.number) < mine:
+            raise optuna.TrialPruned(f"duplicate of trial {other.number} (another worker runs or ran this cell)")
+
+
 def make_objective(loaded: LoadedStudy, store: Store, storage: str, progress: bool, log: list[str]):
     objectives = [o.metric for o in loaded.spec.objectives]
     root = results_dir(storage) / slug(loaded.name)
@@ -130,9 +151,7 @@ def make_objective(loaded: LoadedStudy, store: Store, storage: str, progress: bo
         labels = {d.key: d.suggest(trial, grid=grid) for d in loaded.dims}
         values = {d.key: d.decode(labels[d.key]) for d in loaded.dims}
         if loaded.spec.search.sampler == "grid":
-            for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-                if other.number != trial.number and params_key(other.params) == params_key(labels):
-                    raise optuna.TrialPruned(f"duplicate of trial {other.number} (another worker ran this cell)")
+            skip_duplicate(trial, labels)
         config = loaded.trial_config(values)
         device = pick_device(config["train"]["device"])
         store.start_trial(loaded.name, trial.number, labels, config, environment(device))

@@ -18,6 +18,7 @@ read by scripts that know nothing of Optuna. Schema (version ``SCHEMA_VERSION``)
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -40,12 +41,18 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 SCHEMA_VERSION = 1
 
 metadata = MetaData()
 
-schema_table = Table("harness_schema", metadata, Column("version", Integer, nullable=False))
+schema_table = Table(
+    "harness_schema",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one row
+    Column("version", Integer, nullable=False),
+)
 
 studies_table = Table(
     "harness_studies",
@@ -128,13 +135,22 @@ class Store:
 
     # -- schema -------------------------------------------------------------------------------------
     def ensure_schema(self) -> None:
-        """Create the tables when missing; refuse a database written by another schema version."""
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
+        """Create the tables when missing; refuse a database written by another schema version. Safe when
+        several workers start at once (a lost creation race is retried)."""
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if conn.execute(select(schema_table.c.version)).first() is None:
+                        conn.execute(insert(schema_table).values(id=1, version=SCHEMA_VERSION))
+                break
+            except (IntegrityError, ProgrammingError):
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        with self.engine.connect() as conn:
             version = conn.execute(select(schema_table.c.version)).scalar()
-            if version is None:
-                conn.execute(insert(schema_table).values(version=SCHEMA_VERSION))
-            elif version != SCHEMA_VERSION:
+            if version != SCHEMA_VERSION:
                 raise SchemaMismatch(f"harness schema version {version} in {self.url}, expected {SCHEMA_VERSION}")
 
     def has_schema(self) -> bool:
@@ -150,11 +166,11 @@ class Store:
             "search_json": json.dumps(search, sort_keys=True),
             "objectives_json": json.dumps(objectives),
         }
-        with self.engine.begin() as conn:
-            exists = conn.execute(select(studies_table.c.study_name).where(studies_table.c.study_name == name))
-            if exists.first() is None:
+        try:
+            with self.engine.begin() as conn:
                 conn.execute(insert(studies_table).values(study_name=name, created_at=_now(), **row))
-            else:
+        except IntegrityError:  # the study exists (perhaps another worker just wrote it): update it
+            with self.engine.begin() as conn:
                 conn.execute(update(studies_table).where(studies_table.c.study_name == name).values(**row))
 
     def start_trial(self, study: str, number: int, params: dict, config: dict, env: dict[str, Any]) -> None:
