@@ -149,7 +149,10 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     out["dataset"] = _resolve_component("dataset", "dataset", out["dataset"])
     res = out["dataset"].get("resolution")
     sized = {"resolution": res} if res else {}
-    out["model"] = _resolve_component("model", "network", out["model"], sized)
+    model = _resolve_component("model", "network", out["model"], sized)
+    # spell out the preset's values too, so the stored config says what was trained
+    preset_values = components.validate("network", model).config()
+    out["model"] = {**model, **json.loads(json.dumps(preset_values))}
     diff = out["diffusion"]
     diff["schedule"] = _resolve_component("diffusion.schedule", "schedule", diff["schedule"], sized)
     diff["parametrization"] = _resolve_component(
