@@ -108,7 +108,7 @@ SLOW_MAIN = """
 import sys, time, torch
 step = torch.optim.AdamW.step
 def slow_step(self, *a, **k):
-    time.sleep(0.05)                      # slow training down so the test can kill it mid-way
+    time.sleep(0.05)                      # slow training down so the test can stop it mid-way
     return step(self, *a, **k)
 torch.optim.AdamW.step = slow_step
 from harness.study import main
@@ -116,42 +116,60 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path):
+def start_slowed_study(tmp_path: Path) -> tuple[subprocess.Popen, list[str], dict, Path]:
+    """A one-trial study in a slowed-down process, returned once its first checkpoint exists."""
     study = write_study(tmp_path, steps=200, ckpt=10, space="train.seed: [0]")
-    url = f"sqlite:///{tmp_path / 'h.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [str(study), "--storage", url, "--quiet"]
+    args = [str(study), "--storage", f"sqlite:///{tmp_path / 'h.db'}", "--quiet"]
     proc = subprocess.Popen(
         [sys.executable, "-c", SLOW_MAIN, *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 180
     found: list[Path] = []
     while time.time() < deadline and not found and proc.poll() is None:
         found = list((tmp_path / "tiny").glob("config_*/checkpoint/latest.pt"))
         time.sleep(0.1)
-    assert found, proc.communicate(timeout=5)[0] if proc.poll() is not None else "no checkpoint written"
+    assert found, proc.communicate(timeout=5) if proc.poll() is not None else "no checkpoint written"
+    return proc, args, env, found[0]
+
+
+def rerun(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.study", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_killed_trial_resumes_from_its_checkpoint(tmp_path: Path):
+    proc, args, env, checkpoint = start_slowed_study(tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    step_at_kill = torch.load(found[0], weights_only=False)["step"]
+    step_at_kill = torch.load(checkpoint, weights_only=False)["step"]
     assert 0 < step_at_kill < 200
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.study", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = rerun(args, env, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resumed from step {step_at_kill}" in done.stdout
-    frame = results.load(url, "tiny")
+    frame = results.load(args[2], "tiny")
     assert list(frame["state"]) == ["failed", "complete"]
     assert "interrupted" in frame.iloc[0]["error"]
     assert frame.iloc[1]["resumed_from_step"] == step_at_kill
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path):
+    proc, args, env, _ = start_slowed_study(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    frame = results.load(args[2], "tiny")
+    assert list(frame["state"]) == ["failed"] and "Ctrl-C" in frame.iloc[0]["error"]
+    done = rerun(args, env, tmp_path)
+    assert done.returncode == 0 and "resumed from step" in done.stdout, done.stdout + done.stderr
+    assert list(results.load(args[2], "tiny")["state"]) == ["failed", "complete"]
 
 
 def test_changing_a_categorical_axis_of_a_stored_study_is_refused(tmp_path: Path, capsys):
@@ -163,39 +181,3 @@ def test_changing_a_categorical_axis_of_a_stored_study_is_refused(tmp_path: Path
     err = capsys.readouterr().err
     assert code == 2 and "search.space.diffusion.loss" in err and err.count("\n") == 1
     assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 1
-
-
-def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path: Path):
-    study = write_study(tmp_path, steps=200, ckpt=10, space="train.seed: [0]")
-    url = f"sqlite:///{tmp_path / 'h.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [str(study), "--storage", url, "--quiet"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_MAIN, *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if list((tmp_path / "tiny").glob("config_*/checkpoint/latest.pt")):
-            break
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out + err
-    assert "interrupted" in err and "Traceback" not in err
-    frame = results.load(url, "tiny")
-    assert list(frame["state"]) == ["failed"] and "Ctrl-C" in frame.iloc[0]["error"]
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.study", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0 and "resumed from step" in done.stdout, done.stdout + done.stderr
-    assert list(results.load(url, "tiny")["state"]) == ["failed", "complete"]
