@@ -58,9 +58,9 @@ def _unlift(low: Tensor, high: Tensor, dim: int) -> Tensor:
 def dwt2(x: Tensor) -> Tensor:
     """One level of the periodic 2-D DWT: [B, C, H, W] -> [B, 4C, H/2, W/2], band-major channels
     (cA for all c, then cH, cV, cD), each equal to ``pywt.dwt2(x_c, "bior2.2", "periodization")``."""
-    lo_w, hi_w = _lift(x, -1)                  # low / high along W
-    ll, hl = _lift(lo_w, -2)                   # cA (low H, low W), cH (high H, low W)
-    lh, hh = _lift(hi_w, -2)                   # cV (low H, high W), cD
+    lo_w, hi_w = _lift(x, -1)  # low / high along W
+    ll, hl = _lift(lo_w, -2)  # cA (low H, low W), cH (high H, low W)
+    lh, hh = _lift(hi_w, -2)  # cV (low H, high W), cD
     return torch.cat([ll, hl, lh, hh], dim=1)
 
 

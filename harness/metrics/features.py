@@ -1,10 +1,12 @@
 """Inception features of images, exactly as clean-fid computes them, but batched and resized in parallel.
 
-clean-fid resizes one image at a time on one CPU thread (``get_model_features``). Here the very same resize
-function (``cleanfid.resize.build_resizer(mode)``: PIL bicubic on float32 channels to 299 x 299 in
-``clean`` mode, none in ``legacy_tensorflow`` mode, where the network resizes) runs on a thread pool (PIL
-releases the GIL while resampling), one batch ahead of the feature extractor. The result is bit-identical
-per image; only the wall clock changes. Generated images never touch the disk.
+clean-fid resizes one image at a time on one CPU thread (``get_model_features``). In ``clean`` mode its
+resize is PIL bicubic on float32 channels to 299 x 299, then a clip to [0, 255]: a linear map per channel,
+x -> A x B^T, followed by the clip. Here A and B are read off PIL itself (by resizing unit vectors, once
+per input size) and applied as matrix products on a thread pool, one batch ahead of the feature extractor:
+the same resize to float rounding (max |difference| about 6e-5 on the 0-255 scale, tested) at about a
+third of PIL's CPU time. ``legacy_tensorflow`` mode has no resize here (the network resizes) and uses
+clean-fid's function as is. Generated images never touch the disk.
 
 Input conventions follow clean-fid: uint8 images in [0, 255]; a folder is read like
 ``cleanfid.utils.ResizeDataset`` (PIL ``convert("RGB")``, ``.npy`` loaded as is); one-channel images are
@@ -56,12 +58,38 @@ def as_items(source: ImageSource) -> Sequence[Any]:
     return list_folder(source)
 
 
+CLEAN_SIZE = 299  # clean-fid's output size in clean mode
+
+
+def pil_bicubic_matrix(length: int, out: int = CLEAN_SIZE) -> torch.Tensor:
+    """[out, length] float32: column i is PIL's float ("F") bicubic resize of the unit vector e_i, so that
+    resizing a [length, length] channel X to [out, out] is M X M^T (PIL resizes separably)."""
+    m = np.zeros((out, length), dtype=np.float64)
+    for i in range(length):
+        unit = np.zeros((length, 1), dtype=np.float32)
+        unit[i, 0] = 1.0
+        m[:, i] = np.asarray(Image.fromarray(unit, mode="F").resize((1, out), Image.BICUBIC))[:, 0]
+    return torch.from_numpy(m).float()
+
+
 class Preparer:
     """One item -> float32 tensor [3, h, w] ready for the extractor (clean-fid's resize for the mode)."""
 
     def __init__(self, mode: str):
         self.mode = mode
         self.resize = build_resizer(mode)
+        self.matrices: dict[int, torch.Tensor] = {}  # input side -> [299, side]
+
+    def matrix(self, length: int) -> torch.Tensor:
+        if length not in self.matrices:  # a race computes it twice, harmlessly
+            self.matrices[length] = pil_bicubic_matrix(length)
+        return self.matrices[length]
+
+    def clean_resize(self, chw: np.ndarray) -> torch.Tensor:
+        """clean-fid's clean-mode resize as matrix products: [3, h, w] -> float32 [3, 299, 299]."""
+        x = torch.from_numpy(np.ascontiguousarray(chw)).float()
+        rows, cols = self.matrix(x.shape[1]), self.matrix(x.shape[2])
+        return (rows @ x @ cols.T).clamp_(0, 255)
 
     def __call__(self, item: Any) -> torch.Tensor:
         if isinstance(item, str):
@@ -72,6 +100,8 @@ class Preparer:
             hwc = hwc[:, :, None]
         if hwc.shape[2] == 1:
             hwc = np.repeat(hwc, 3, axis=2)
+        if self.mode == "clean":
+            return self.clean_resize(hwc.transpose(2, 0, 1))
         out = self.resize(hwc)  # float32 [299, 299, 3] (clean)
         return torch.from_numpy(np.ascontiguousarray(np.asarray(out, dtype=np.float32).transpose(2, 0, 1)))
 
