@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from metric_context import cpu_context
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import components
 from components.networks import NETWORKS
-from harness.metrics import METRICS, EvalContext, FidOptions, count_flops
+from harness.metrics import METRICS, count_flops
 
 C, H, W = 3, 16, 16
 D, HEADS, HIDDEN, TOKENS = 64, 4, 128, (H // 2) * (W // 2)
@@ -92,18 +93,7 @@ def test_einsum_with_three_operands_and_ellipsis():
 
 
 def test_flops_metric_attrs_record_the_convention():
-    ctx = EvalContext(
-        network=TinyTransformer().eval(),
-        image_shape=(C, H, W),
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        samples=lambda: None,
-        reference=None,
-        dataset_fingerprint="x",
-        fid=FidOptions(),
-        seed=0,
-        cache_dir=None,
-    )  # type: ignore[arg-type]
+    ctx = cpu_context(network=TinyTransformer().eval(), image_shape=(C, H, W))
     values = {v.name: v for v in METRICS["flops"]().compute(ctx)}
     assert set(values) == {"flops_per_image", "macs_per_image", "params"} == set(METRICS["flops"].outputs)
     assert values["flops_per_image"].value == 2 * analytic_macs()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from metric_context import cpu_context
 
 from components.registry import ComponentError, validate_spec
-from harness.metrics import METRICS, EvalContext, FidOptions, ThroughputMeter, perf
+from harness.metrics import METRICS, EvalContext, ThroughputMeter, perf
 
 
 def test_throughput_meter_ignores_warmup_and_averages_steady_steps():
@@ -62,19 +63,7 @@ class ConvNet(torch.nn.Module):
 
 
 def ctx_with(tmp_path, stats: dict, network: torch.nn.Module | None = None) -> EvalContext:
-    return EvalContext(
-        network=network or ConvNet(),
-        image_shape=(3, 8, 8),
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        samples=lambda: None,
-        reference=None,
-        dataset_fingerprint="x",
-        fid=FidOptions(),
-        seed=0,
-        cache_dir=tmp_path,
-        stats=stats,
-    )  # type: ignore[arg-type]
+    return cpu_context(network=network or ConvNet(), image_shape=(3, 8, 8), cache_dir=tmp_path, stats=stats)
 
 
 def test_throughput_and_memory_metrics_record_runner_stats(tmp_path):

@@ -7,8 +7,9 @@ import pytest
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from metric_context import cpu_context
 
-from harness.metrics import METRICS, EvalContext, FidOptions, swd
+from harness.metrics import METRICS, swd
 from harness.metrics.swd import GAUSS_5x5, laplacian_pyramid, level_resolutions, pyr_down, pyr_up
 
 
@@ -73,18 +74,7 @@ def test_pyramid_matches_scipy_mirror_convolution():
 
 def test_metric_values_and_attrs():
     ref, gen = images(20, 0), images(12, 1)
-    ctx = EvalContext(
-        network=torch.nn.Identity(),
-        image_shape=(3, 32, 32),
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        samples=lambda: gen,
-        reference=ref,
-        dataset_fingerprint="toy",
-        fid=FidOptions(),
-        seed=0,
-        cache_dir=None,
-    )  # type: ignore[arg-type]
+    ctx = cpu_context(samples=lambda: gen, reference=ref, dataset_fingerprint="toy")
     values = {v.name: v for v in METRICS["swd"](nhoods_per_image=32).compute(ctx)}
     assert set(values) == {"swd", "swd_32", "swd_16"}
     assert values["swd"].value == pytest.approx((values["swd_32"].value + values["swd_16"].value) / 2)
@@ -94,17 +84,6 @@ def test_metric_values_and_attrs():
 
 def test_too_small_images_are_unavailable():
     tiny = images(4, 0, 8)
-    ctx = EvalContext(
-        network=torch.nn.Identity(),
-        image_shape=(3, 8, 8),
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        samples=lambda: tiny,
-        reference=tiny,
-        dataset_fingerprint="toy",
-        fid=FidOptions(),
-        seed=0,
-        cache_dir=None,
-    )  # type: ignore[arg-type]
+    ctx = cpu_context(image_shape=(3, 8, 8), samples=lambda: tiny, reference=tiny, dataset_fingerprint="toy")
     (value,) = METRICS["swd"]().compute(ctx)
     assert value.value is None and "16 px" in value.attrs["reason"]
