@@ -72,9 +72,10 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--mode", default="clean", choices=["clean", "legacy_tensorflow"])
+    parser.add_argument("--device", default="cpu", help="where both sides run the extractor (cpu, cuda)")
     args = parser.parse_args()
     n = args.n // args.batch_size * args.batch_size  # clean-fid's gen= path needs whole batches
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fid-"))
     try:
         weights, note = weights_file(workdir)
