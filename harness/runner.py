@@ -18,6 +18,7 @@ from torchvision.utils import save_image
 
 import components
 from components.denoiser import Denoiser
+from components.schedules import alpha_sigma
 from harness.metrics import METRICS, EvalContext, FidOptions, PeakMemory, ThroughputMeter
 from harness.train import to_float, train
 
@@ -79,8 +80,8 @@ def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: dict[str, Any
             eps = torch.randn(chunk.shape, generator=gen)
             x = to_float(chunk)
             logsnr = denoiser.schedule.logsnr(t.to(device))
-            alpha, sigma = torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
-            z = alpha.view(-1, 1, 1, 1) * x + sigma.view(-1, 1, 1, 1) * eps.to(device)
+            alpha, sigma = alpha_sigma(logsnr.view(-1, 1, 1, 1))
+            z = alpha * x + sigma * eps.to(device)
             _, eps_hat = denoiser.predict(z, logsnr, None)
             losses.append((eps_hat - eps.to(device)).pow(2).flatten(1).mean(1).cpu())
             logsnrs.append(logsnr.cpu())

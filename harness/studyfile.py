@@ -22,16 +22,6 @@ from harness.errors import UsageError, one_line
 from harness.space import Dimension, get_path, set_path
 from harness.yamlio import loads
 
-# names each metric writes (objectives may name any of them); per-level SWD values are swd_<pixels>
-METRIC_OUTPUTS = {
-    "fid": ("fid",),
-    "kid": ("kid", "kid_std"),
-    "swd": ("swd",),
-    "flops": ("flops_per_image", "macs_per_image", "params"),
-    "throughput": ("train_images_per_s", "train_seconds_per_step", "sample_images_per_s", "sample_seconds_per_step"),
-    "memory": ("peak_memory_bytes", "sample_peak_memory_bytes"),
-    "mfu": ("mfu", "achieved_flops_per_s", "peak_flops_per_s"),
-}
 _UNION_TAGS = ("str", "dict[str,any]", "list[any]", "RangeSpec", "int", "float", "bool", "none")
 
 
@@ -266,7 +256,7 @@ def _check_objectives(path: Path, spec: StudySpec, base: dict[str, Any]) -> list
 
     produced = {"val_loss", "train_loss"}
     for name in base["eval"]["metrics"]:
-        produced |= set(getattr(METRICS[name], "outputs", METRIC_OUTPUTS.get(name, (name,))))
+        produced |= set(METRICS[name].outputs)
     for i, obj in enumerate(spec.objectives):
         if obj.metric not in produced and not any(obj.metric.startswith(p + "_") for p in ("swd",)):
             known = sorted(produced)
