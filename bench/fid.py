@@ -1,15 +1,17 @@
 """FID of the harness vs ``cleanfid.fid.compute_fid`` on the same samples, reference and feature extractor.
 
 Run:  .venv/bin/python bench/fid.py [--n 1024] [--resolution 32] [--batch-size 64] [--mode clean]
+      [--device cpu] [--extractor auto|small|inception_v3]
 
 Generated images stay in memory (a uint8 tensor; clean-fid gets them through ``gen=``, batch by batch);
 the reference set is a folder of PNGs for both. The extractor is clean-fid's Inception file when one is
-found (``$HARNESS_INCEPTION_WEIGHTS`` or clean-fid's cache, never downloaded here), else a random
+found (``$HARNESS_INCEPTION_WEIGHTS`` or clean-fid's cache, never downloaded here), else a small random
 stand-in TorchScript network with the same interface (``harness/metrics/standin.py``), which the output
-says. Printed: images/s of each (generated + reference images over wall time, everything included:
-loading the extractor, resizing, features, statistics, Frechet distance), their ratio, |delta FID|, a
-breakdown (features vs distance) and the harness's warm path, whose reference statistics come from its
-cache (what every trial after the first pays).
+says; ``--extractor inception_v3`` uses the real architecture with random weights instead (the real
+network's cost without the file). Printed: images/s of each (generated + reference images over wall
+time, everything included: loading the extractor, resizing, features, statistics, Frechet distance),
+their ratio, |delta FID|, a breakdown (features vs distance) and the harness's warm path, whose
+reference statistics come from its cache (what every trial after the first pays).
 """
 
 from __future__ import annotations
@@ -48,16 +50,28 @@ def toy_images(n: int, size: int, seed: int) -> torch.Tensor:
     return (low * 200 + torch.rand(n, 3, size, size, generator=g) * 55).to(torch.uint8)
 
 
-def weights_file(workdir: Path) -> tuple[Path, str]:
-    try:
-        path, source = inception.locate_weights(FidOptions(), allow_download=False)
-        return path, f"Inception weights from {source}: {path}"
-    except inception.MetricError:
+def weights_file(workdir: Path, extractor: str) -> tuple[Path, str]:
+    if extractor == "auto":
+        try:
+            path, source = inception.locate_weights(FidOptions(), allow_download=False)
+            return path, f"Inception weights from {source}: {path}"
+        except inception.MetricError:
+            extractor = "small"
+    if extractor == "small":
         path = save_standin(workdir / "standin.pt")
-        return (
-            path,
-            "NO Inception weights on this machine: random stand-in TorchScript network (same interface)",
-        )
+        return path, "small random stand-in TorchScript network (same interface, 17 MMACs per image)"
+    path = save_standin(workdir / "standin.pt", arch="inception_v3")
+    return path, "Inception v3 architecture with random weights (same interface and cost as the real file)"
+
+
+def exact_fid(feats1: np.ndarray, feats2: np.ndarray) -> float:
+    """FID by an independent route: with S_i = A_i^T A_i (centred features / sqrt(n_i - 1)),
+    Tr((S1 S2)^(1/2)) is the sum of the singular values of A1 A2^T (float64, no square root of a matrix)."""
+    a1, a2 = (torch.from_numpy(f.astype(np.float64)) for f in (feats1, feats2))
+    c1, c2 = ((a - a.mean(0)) / np.sqrt(len(a) - 1) for a in (a1, a2))
+    diff = a1.mean(0) - a2.mean(0)
+    nuclear = torch.linalg.svdvals(c1 @ c2.T).sum()
+    return float(diff @ diff + (c1 * c1).sum() + (c2 * c2).sum() - 2 * nuclear)
 
 
 def timed(fn):
@@ -73,12 +87,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--mode", default="clean", choices=["clean", "legacy_tensorflow"])
     parser.add_argument("--device", default="cpu", help="where both sides run the extractor (cpu, cuda)")
+    parser.add_argument(
+        "--extractor",
+        default="auto",
+        choices=["auto", "small", "inception_v3"],
+        help="auto: the real Inception file if found, else the small stand-in; inception_v3: the real "
+        "architecture with random weights (the real cost, for machines without the file)",
+    )
     args = parser.parse_args()
     n = args.n // args.batch_size * args.batch_size  # clean-fid's gen= path needs whole batches
     device = torch.device(args.device)
     workdir = Path(tempfile.mkdtemp(prefix="bench-fid-"))
     try:
-        weights, note = weights_file(workdir)
+        weights, note = weights_file(workdir, args.extractor)
         os.environ[inception.ENV_VAR] = str(weights)
         # clean-fid's own wrapper class, loading the same file under the name it expects
         (workdir / "cleanfid").mkdir()
@@ -183,6 +204,12 @@ def main() -> None:
         print(
             f"feature check: max |harness - clean-fid| over generated features = "
             f"{np.abs(feats - feats_theirs).max():.1e}"
+        )
+        exact = exact_fid(feats, ref_feats)
+        print(
+            f"distance check on the harness's features: exact FID (nuclear norm, float64) {exact:.6f}; "
+            f"|harness - exact| = {abs(s_gen.distance(s_ref) - exact):.1e}, |scipy sqrtm - exact| = "
+            f"{abs(cleanfid_fid.frechet_distance(s_gen.mu, s_gen.sigma, s_ref.mu, s_ref.sigma) - exact):.1e}"
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -96,14 +96,26 @@ def test_features_equal_cleanfid_get_model_features(weights):
 def test_matrix_resize_equals_cleanfid_resize(shape):
     from cleanfid.resize import build_resizer
 
-    from harness.metrics.features import Preparer
+    from harness.metrics.features import clean_resize
 
     rng = np.random.default_rng(0)
     hwc = rng.integers(0, 256, (*shape, 3)).astype(np.uint8)
-    ours = Preparer("clean").clean_resize(hwc.transpose(2, 0, 1)).numpy().transpose(1, 2, 0)
+    ours = clean_resize(hwc.transpose(2, 0, 1)).numpy().transpose(1, 2, 0)
     theirs = build_resizer("clean")(hwc)
     assert ours.shape == theirs.shape == (299, 299, 3)
     assert np.abs(ours - theirs).max() < 1e-3
+
+
+def test_normalised_batch_is_cleanfid_normalisation_in_either_layout():
+    """(x - 128) / 128 of the clipped resize, bit for bit; channels-last (the CPU default) or not."""
+    from harness.metrics.features import CleanResizer, clean_resize
+
+    images = smooth_images(5, 4)
+    expected = torch.stack([(clean_resize(img.numpy()) - 128) / 128 for img in images])
+    cpu_default = CleanResizer(torch.device("cpu")).normalised(images)
+    assert cpu_default.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(cpu_default, expected)
+    assert torch.equal(CleanResizer(torch.device("cpu"), channels_last=False).normalised(images), expected)
 
 
 def test_wrapper_is_cleanfid_inceptionv3w(weights):
@@ -124,6 +136,21 @@ def test_frechet_distance_equals_cleanfid(n1, n2):
     assert sa.distance(sb) == pytest.approx(expected, abs=1e-6 * max(1.0, expected))
     # without features: Cholesky factor (full rank) or the square root (singular, n < d)
     assert frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma) == pytest.approx(expected, rel=1e-6, abs=1e-5)
+
+
+def test_dead_features_drop_out_exactly_and_keep_the_cholesky_route(monkeypatch):
+    """Zero-variance feature columns (dead ReLUs) in the second set: same value as scipy's sqrtm, without
+    the eigendecomposition fallback for a singular covariance."""
+    rng = np.random.default_rng(2)
+    a = np.maximum(rng.standard_normal((300, 64)), 0).astype(np.float32)
+    b = np.maximum(rng.standard_normal((300, 64)) * 1.1 + 0.2, 0).astype(np.float32)
+    b[:, [3, 17, 40]] = 0.0  # dead in the reference set
+    a[:, 17] = 0.0  # and one of them in both
+    sa, sb = Statistics.of(a), Statistics.of(b)
+    expected = cleanfid_fid.frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+    monkeypatch.setattr(fid_module, "_sqrt_psd", lambda s: pytest.fail("fell back to the eigendecomposition"))
+    assert sa.distance(sb) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma) == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 def test_frechet_distance_on_standin_features_equals_cleanfid(weights):
@@ -193,6 +220,31 @@ def test_compute_fid_on_folders_equals_tensors(weights, tmp_path):
     from_tensors = compute_fid(a, b)
     assert compute_fid(tmp_path / "a", tmp_path / "b") == pytest.approx(from_tensors, rel=1e-6)
     assert compute_fid(tmp_path / "a", b) == pytest.approx(from_tensors, rel=1e-6)
+
+
+def test_folder_of_mixed_sizes_equals_cleanfid_get_folder_features(weights, tmp_path):
+    """Batches that mix sizes (and grayscale files, and .npy) resize image by image into one batch and give
+    clean-fid's folder features; a legacy_tensorflow batch of mixed sizes is a one-line MetricError."""
+    rng = np.random.default_rng(0)
+    sizes = [(32, 32), (32, 32), (40, 24), (32, 32), (17, 50), (32, 32), (32, 32)]
+    for i, (h, w) in enumerate(sizes):
+        hwc = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if i == 3:
+            Image.fromarray(hwc[:, :, 0]).save(tmp_path / f"{i:02d}.png")  # grayscale PNG
+        elif i == 5:
+            np.save(tmp_path / f"{i:02d}.npy", hwc)
+        else:
+            Image.fromarray(hwc).save(tmp_path / f"{i:02d}.png")
+    extractor = inception.load_extractor(FidOptions(), torch.device("cpu"))
+    ours = extract_features(tmp_path, extractor, batch_size=3)
+    theirs = cleanfid_fid.get_folder_features(
+        str(tmp_path), extractor.model, num_workers=0, batch_size=3, device=torch.device("cpu"), verbose=False
+    )
+    assert ours.shape == (len(sizes), 2048)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    legacy = inception.load_extractor(FidOptions(mode="legacy_tensorflow"), torch.device("cpu"))
+    with pytest.raises(MetricError, match="legacy_tensorflow mode needs images of one size"):
+        extract_features(tmp_path, legacy, batch_size=3)
 
 
 def test_grayscale_images_are_repeated_to_rgb(weights):

@@ -48,6 +48,11 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, feats1: np.ndarra
     ``eigvalsh`` suffices. With ``feats1`` [n, d], n <= d (S1 = A^T A, A = centred feats / sqrt(n - 1)),
     the non-zero ones are those of A S2 A^T (n x n: cheap, and no round-off eigenvalues of the null
     space). Otherwise F is S2's Cholesky factor, or its symmetric square root if S2 is singular.
+
+    Coordinates where S2 has zero variance (dead features: a PSD matrix with a zero diagonal entry has a
+    zero row and column) drop out exactly first: with S2 = [[S2', 0], [0, 0]], S1 S2 is block triangular
+    and its eigenvalues are those of S1[k, k] S2' and zeros. That keeps the cheap Cholesky route for a
+    full-rank S2' instead of a full eigendecomposition.
     """
     s1 = torch.from_numpy(np.asarray(sigma1, dtype=np.float64))
     s2 = torch.from_numpy(np.asarray(sigma2, dtype=np.float64))
@@ -56,6 +61,9 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, feats1: np.ndarra
         a = (x - x.mean(dim=0)) / np.sqrt(len(x) - 1)
         inner = a @ s2 @ a.T
     else:
+        alive = torch.diagonal(s2) > 0
+        if not bool(alive.all()):
+            s1, s2 = s1[alive][:, alive], s2[alive][:, alive]
         factor, info = torch.linalg.cholesky_ex(s2)
         if int(info) != 0:  # singular: not positive definite
             factor = _sqrt_psd(s2)

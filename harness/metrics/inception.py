@@ -115,6 +115,12 @@ class FeatureExtractor:
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
             return self.model(x.to(self.device, torch.float32)).float().cpu().numpy()
 
+    def of_normalised(self, x: torch.Tensor) -> Any:
+        """Features of a clean-mode batch [B, 3, 299, 299] on the device that is already normalised the way
+        ``InceptionV3W.forward`` does it, ``(x - 128) / 128`` (done in place by the caller: no copies)."""
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            return self.model.layers(x).view(x.shape[0], FEATURE_DIM).float().cpu().numpy()
+
 
 def load_extractor(fid: FidOptions, device: torch.device, allow_download: bool = True) -> FeatureExtractor:
     """clean-fid's Inception for ``fid.mode`` on ``device``; a truncated or foreign file is a MetricError."""
