@@ -106,6 +106,19 @@ def test_matrix_resize_equals_cleanfid_resize(shape):
     assert np.abs(ours - theirs).max() < 1e-3
 
 
+def test_inception_v3_standin_loads_like_the_real_file(tmp_path, monkeypatch):
+    """bench/fid.py --extractor inception_v3: the real architecture passes load_extractor's probe in both
+    modes and gives finite 2048-d features."""
+    path = save_standin(tmp_path / "inception_v3.pt", arch="inception_v3")
+    monkeypatch.setenv(inception.ENV_VAR, str(path))
+    for mode in ("clean", "legacy_tensorflow"):
+        extractor = inception.load_extractor(FidOptions(mode=mode), torch.device("cpu"))
+        feats = extract_features(smooth_images(2, 0), extractor, batch_size=2)
+        assert feats.shape == (2, 2048) and np.isfinite(feats).all() and feats.std() > 0
+    with pytest.raises(ValueError, match="unknown stand-in arch"):
+        save_standin(tmp_path / "x.pt", arch="resnet")
+
+
 def test_normalised_batch_is_cleanfid_normalisation_in_either_layout():
     """(x - 128) / 128 of the clipped resize, bit for bit; channels-last (the CPU default) or not."""
     from harness.metrics.features import CleanResizer, clean_resize
