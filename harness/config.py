@@ -56,6 +56,7 @@ class EvalSpec(Strict):
     val_buckets: PositiveInt = 6  # logSNR buckets of the validation loss
     val_repeats: PositiveInt = 2  # noise draws per held-out image
     grid_size: PositiveInt = 16  # images in the saved sample grid
+    save_samples: bool = False  # also write every generated image as a PNG (trial folder, samples/)
 
 
 class RangeSpec(Strict):

@@ -85,6 +85,33 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, capsys):
     assert sorted(results.load(url, "tiny")["train.seed"]) == [0, 1, 2]
 
 
+def test_generated_images_are_written_only_when_asked(tmp_path: Path):
+    """eval.save_samples: every generated image as a PNG in the trial's samples/ folder (an artifact), a
+    folder FID can read; without it no image but the grid reaches the disk."""
+    from PIL import Image
+
+    study = write_study(tmp_path, space="train.seed: [0, 1]")
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert main([str(study), "--storage", url, "--quiet", "--set", "eval.save_samples=true"]) == 0
+    con = sqlite3.connect(tmp_path / "h.db")
+    folders = [Path(p) for (p,) in con.execute("SELECT path FROM harness_artifacts WHERE kind='samples'")]
+    assert len(folders) == 2
+    for folder in folders:
+        files = sorted(folder.glob("*.png"))
+        assert [f.name for f in files] == [f"{i:05d}.png" for i in range(8)]  # eval.num_samples
+        assert all(Image.open(f).size == (16, 16) and Image.open(f).mode == "RGB" for f in files)
+        assert not folder.with_name("samples.part").exists()
+    grid = folders[0].parent / "samples.png"
+    assert grid.exists()
+    plain = write_study(tmp_path, name="plain", space="train.seed: [0]")
+    assert main([str(plain), "--storage", url, "--quiet"]) == 0
+    (trial_dir,) = {
+        Path(p).parent
+        for (p,) in con.execute("SELECT path FROM harness_artifacts WHERE kind='sample_grid' AND study_name='plain'")
+    }
+    assert not (trial_dir / "samples").exists()
+
+
 def test_non_finite_loss_fails_one_trial_and_the_study_goes_on(tmp_path: Path, monkeypatch):
     from components.losses import VMse
 
