@@ -88,9 +88,30 @@ def check_space_unchanged(study: optuna.Study, loaded: LoadedStudy) -> None:
                 ) from None
 
 
+HEARTBEAT_FAILED = (
+    "failed by Optuna: its worker stopped sending heartbeats (the process or its machine died, or lost the "
+    "database); the trial is retried"
+)
+
+
+def sync_heartbeat_failures(study: optuna.Study, store: Store, name: str) -> int:
+    """Trials that Optuna failed for missed heartbeats (another worker's stale-trial check) are still
+    "running" in the harness tables: mark them failed with the reason. Returns how many."""
+    rows = store.trials(name)
+    running = set(rows.loc[rows["state"] == "running", "trial_number"]) if len(rows) else set()
+    synced = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if trial.number in running:
+            store.finish_trial(name, trial.number, "failed", HEARTBEAT_FAILED)
+            synced += 1
+    return synced
+
+
 def recover_stale(study: optuna.Study, store: Store, loaded: LoadedStudy) -> int:
     """Trials left RUNNING by a process of this host that no longer exists (killed, crashed) become
-    failed; for tpe/random their parameters are enqueued again (the grid re-enqueues missing cells)."""
+    failed; for tpe/random their parameters are enqueued again (the grid re-enqueues missing cells).
+    Trials Optuna already failed for missed heartbeats are marked failed in the harness tables too."""
+    sync_heartbeat_failures(study, store, loaded.name)
     host = socket.gethostname()
     rows = store.trials(loaded.name).set_index("trial_number")
     recovered = 0
@@ -147,6 +168,7 @@ def make_objective(loaded: LoadedStudy, store: Store, storage: str, progress: bo
     root = results_dir(storage) / slug(loaded.name)
 
     def objective(trial: optuna.Trial):
+        sync_heartbeat_failures(trial.study, store, loaded.name)  # Optuna fails stale trials just before
         grid = loaded.spec.search.sampler == "grid"
         labels = {d.key: d.suggest(trial, grid=grid) for d in loaded.dims}
         values = {d.key: d.decode(labels[d.key]) for d in loaded.dims}

@@ -112,6 +112,26 @@ def test_generated_images_are_written_only_when_asked(tmp_path: Path):
     assert not (trial_dir / "samples").exists()
 
 
+def test_trial_failed_by_optuna_for_missed_heartbeats_is_failed_in_the_harness_tables(tmp_path: Path):
+    """A worker on another machine died: Optuna's stale-trial check fails its trial, and the next run of
+    the study marks the harness row failed with the reason instead of leaving it "running"."""
+    from harness.optimize import HEARTBEAT_FAILED
+    from harness.store import Store
+
+    study = write_study(tmp_path, space="train.seed: [0]")
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert main([str(study), "--storage", url, "--quiet"]) == 0
+    ostudy = optuna.load_study(study_name="tiny", storage=url)
+    lost = ostudy.ask()
+    Store(url).start_trial("tiny", lost.number, {}, {}, {"host": "another-machine", "pid": 1})
+    ostudy.tell(lost, state=optuna.trial.TrialState.FAIL)  # what fail_stale_trials does to it
+    assert main([str(study), "--storage", url, "--quiet"]) == 0
+    frame = results.load(url, "tiny").set_index("trial_number")
+    assert frame.loc[lost.number, "state"] == "failed"
+    assert frame.loc[lost.number, "error"] == HEARTBEAT_FAILED
+    assert frame.loc[0, "state"] == "complete"
+
+
 def test_non_finite_loss_fails_one_trial_and_the_study_goes_on(tmp_path: Path, monkeypatch):
     from components.losses import VMse
 
