@@ -17,6 +17,7 @@ reference statistics come from its cache (what every trial after the first pays)
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import shutil
@@ -27,6 +28,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -41,6 +43,23 @@ from harness.metrics import METRICS, EvalContext, FidOptions, compute_fid, incep
 from harness.metrics.features import extract_features  # noqa: E402
 from harness.metrics.fid import Statistics  # noqa: E402
 from harness.metrics.standin import save_standin  # noqa: E402
+
+
+class _LinalgWithDisp:
+    """``scipy.linalg`` for clean-fid 0.1.35 on SciPy >= 1.18, which removed ``sqrtm(..., disp=False)``
+    (clean-fid unpacks ``covmean, _``): the same ``sqrtm``, its error estimate returned as None."""
+
+    def __getattr__(self, name: str):
+        return getattr(scipy.linalg, name)
+
+    @staticmethod
+    def sqrtm(a, disp=True, **kwargs):
+        root = scipy.linalg.sqrtm(a, **kwargs)
+        return (root, None) if disp is False else root
+
+
+if "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:
+    cleanfid_fid.linalg = _LinalgWithDisp()
 
 
 def toy_images(n: int, size: int, seed: int) -> torch.Tensor:

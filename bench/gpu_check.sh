@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent CUDA machine (see README "GPU"):
 #   1. every network x stem on CUDA in bf16 autocast (bench/gpu_networks.py);
-#   2. the default study with a larger model on CUDA, trial time and images/s from the database.
+#   2. the default study with a larger model on CUDA, trial time and images/s from the database;
+#   3. harness FID vs cleanfid.fid.compute_fid on CUDA (bench/fid.py, Inception v3 architecture).
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (packages missing there can be installed from .whl/)
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
@@ -24,3 +25,5 @@ python3 -m harness.query --storage "$db" --sql "SELECT t.trial_number, t.state, 
   t.device, m.name, m.value FROM harness_trials t JOIN harness_metrics m USING (study_name, trial_number)
   WHERE m.name IN ('train_images_per_s', 'sample_images_per_s', 'mfu', 'flops_per_image', 'params', 'swd',
   'peak_memory_bytes') ORDER BY t.trial_number, m.name" 2>&1 | tee "$OUT/query.txt"
+echo "== 3. FID: harness vs cleanfid.fid.compute_fid on CUDA (Inception v3 architecture, random weights)"
+python3 bench/fid.py --device cuda --extractor inception_v3 --n 5120 --batch-size 128 2>&1 | tee "$OUT/fid.txt"
