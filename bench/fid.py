@@ -31,7 +31,6 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")  # scipy's sqrtm deprecation/singularity notes inside clean-fid
@@ -40,7 +39,7 @@ from cleanfid import fid as cleanfid_fid  # noqa: E402
 from cleanfid.inception_torchscript import InceptionV3W  # noqa: E402
 
 from harness.metrics import METRICS, EvalContext, FidOptions, compute_fid, inception  # noqa: E402
-from harness.metrics.features import extract_features  # noqa: E402
+from harness.metrics.features import extract_features, write_folder  # noqa: E402
 from harness.metrics.fid import Statistics  # noqa: E402
 from harness.metrics.standin import save_standin  # noqa: E402
 
@@ -126,10 +125,7 @@ def main() -> None:
 
         generated = toy_images(n, args.resolution, seed=1)
         reference = toy_images(n, args.resolution, seed=2)
-        ref_dir = workdir / "reference"
-        ref_dir.mkdir()
-        for i, img in enumerate(reference):
-            Image.fromarray(img.permute(1, 2, 0).numpy()).save(ref_dir / f"{i:05d}.png")
+        ref_dir = write_folder(reference, workdir / "reference")
 
         def cleanfid_run() -> float:
             batches = iter(generated.split(args.batch_size))

@@ -97,8 +97,7 @@ HEARTBEAT_FAILED = (
 def sync_heartbeat_failures(study: optuna.Study, store: Store, name: str) -> int:
     """Trials that Optuna failed for missed heartbeats (another worker's stale-trial check) are still
     "running" in the harness tables: mark them failed with the reason. Returns how many."""
-    rows = store.trials(name)
-    running = set(rows.loc[rows["state"] == "running", "trial_number"]) if len(rows) else set()
+    running = store.running_trials(name)
     synced = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if trial.number in running:

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torchvision.utils import save_image
 
 import components
 from components.denoiser import Denoiser
 from components.schedules import alpha_sigma
 from harness.metrics import METRICS, EvalContext, FidOptions, PeakMemory, ThroughputMeter
+from harness.metrics.features import write_folder
 from harness.train import to_float, train
 
 
@@ -143,19 +142,6 @@ class SampleCache:
         return torch.cat(chunks)
 
 
-def save_samples(images: torch.Tensor, folder: Path) -> Path:
-    """uint8 [N, C, H, W] -> ``folder/00000.png`` ... (a folder ``harness.metrics.compute_fid`` and clean-fid
-    read as is); written to a temporary folder first, so a rerun never mixes two trials' images."""
-    part = folder.with_name(folder.name + ".part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    for i, img in enumerate(images):
-        Image.fromarray(img.permute(1, 2, 0).squeeze(2).numpy()).save(part / f"{i:05d}.png")
-    shutil.rmtree(folder, ignore_errors=True)
-    part.rename(folder)
-    return folder
-
-
 def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: bool = True) -> TrialResult:
     """Train and evaluate one trial; ``workdir`` gets the checkpoint and the sample grid."""
     seed = derive_seed(config["seed"], config["train"]["seed"])
@@ -193,7 +179,7 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
     save_image(grid.float() / 255.0, grid_path, nrow=int(max(1, round(grid.shape[0] ** 0.5))))
     result.artifacts.append(("sample_grid", str(grid_path)))
     if config["eval"]["save_samples"]:
-        result.artifacts.append(("samples", str(save_samples(samples(), workdir / "samples"))))
+        result.artifacts.append(("samples", str(write_folder(samples(), workdir / "samples"))))
     ctx = EvalContext(
         network=trained.ema,
         image_shape=shape,

@@ -251,6 +251,16 @@ class Store:
     def trials(self, study: str | None = None) -> pd.DataFrame:
         return self._frame(trials_table, study).sort_values(["study_name", "trial_number"], ignore_index=True)
 
+    def running_trials(self, study: str) -> set[int]:
+        """Numbers of the study's trials in state ``running``."""
+        if not self.has_schema():
+            return set()
+        query = select(trials_table.c.trial_number).where(
+            trials_table.c.study_name == study, trials_table.c.state == "running"
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
     def metrics(self, study: str | None = None) -> pd.DataFrame:
         return self._frame(metrics_table, study)
 

@@ -21,6 +21,7 @@ import contextlib
 import glob
 import os
 import pathlib
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -54,6 +55,19 @@ def load_file(path: str) -> np.ndarray:
     if hwc.ndim == 2:
         hwc = hwc[:, :, None]
     return hwc.transpose(2, 0, 1)
+
+
+def write_folder(images: torch.Tensor, folder: pathlib.Path) -> pathlib.Path:
+    """uint8 [N, C, H, W] -> ``folder/00000.png`` ..., the folder layout ``list_folder`` and clean-fid read.
+    Written to ``<folder>.part`` and renamed, so a rerun never mixes two sets of images."""
+    part = folder.with_name(folder.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img.permute(1, 2, 0).squeeze(2).numpy()).save(part / f"{i:05d}.png")
+    shutil.rmtree(folder, ignore_errors=True)
+    part.rename(folder)
+    return folder
 
 
 def pil_bicubic_matrix(length: int, out: int = CLEAN_SIZE) -> torch.Tensor:
@@ -102,9 +116,10 @@ class CleanResizer:
     def output(self, batch: int, channels_last: bool = False) -> torch.Tensor:
         """float32 [batch, 3, 299, 299], a view of a reused buffer (channels-last strides if asked)."""
         size = batch * 3 * CLEAN_SIZE * CLEAN_SIZE
-        if self.buffers.get(channels_last, torch.empty(0)).numel() < size:
-            self.buffers[channels_last] = torch.empty(size, device=self.device)
-        flat = self.buffers[channels_last][:size]
+        buffer = self.buffers.get(channels_last)
+        if buffer is None or buffer.numel() < size:
+            buffer = self.buffers[channels_last] = torch.empty(size, device=self.device)
+        flat = buffer[:size]
         if channels_last:
             return flat.view(batch, CLEAN_SIZE, CLEAN_SIZE, 3).permute(0, 3, 1, 2)
         return flat.view(batch, 3, CLEAN_SIZE, CLEAN_SIZE)
@@ -162,9 +177,6 @@ class Batches:
             raise MetricError("no images to extract features from")
         self.batch_size = batch_size
         self.workers = workers or max(1, os.cpu_count() or 1)
-
-    def __len__(self) -> int:
-        return self.n
 
     def __iter__(self) -> Iterator[torch.Tensor | list[np.ndarray]]:
         """Yields a uint8 tensor [B, 3, H, W] when a batch has one size, else a list of [3, h, w] arrays."""
