@@ -34,4 +34,5 @@ class Denoiser(nn.Module):
         alpha, sigma = alpha_sigma(logsnr.reshape(-1, 1, 1, 1))
         z = alpha * x + sigma * eps  # [B, C, H, W]
         _, eps_hat = self.predict(z, logsnr, labels)
-        return self.loss_fn(eps_hat, eps, logsnr)
+        dlogsnr_dt = self.schedule.dlogsnr_dt(t) if self.loss_fn.needs_dlogsnr_dt else None
+        return self.loss_fn(eps_hat, eps, logsnr, dlogsnr_dt)

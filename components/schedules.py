@@ -38,12 +38,31 @@ def resolution_shift(base_resolution: int, resolution: int) -> float:
     return 2.0 * math.log(base_resolution / resolution)
 
 
+class Schedule(Component):
+    """Base of every schedule: ``logsnr(t)`` (same shape as t, finite on [0, 1], never increasing in t) and
+    ``logsnr_range() -> (lambda(1), lambda(0))``, the documented range every value lies in."""
+
+    def logsnr(self, t: Tensor) -> Tensor:
+        raise NotImplementedError  # pragma: no cover - every schedule defines it
+
+    def logsnr_range(self) -> tuple[float, float]:
+        raise NotImplementedError  # pragma: no cover - every schedule defines it
+
+    def dlogsnr_dt(self, t: Tensor) -> Tensor:
+        """d lambda / d t at t (same shape and dtype as t), by automatic differentiation of ``logsnr``; used by
+        weightings written as integrals over lambda (Kingma & Gao 2023: E_t[-d lambda/dt w(lambda) ...])."""
+        with torch.enable_grad():
+            tt = t.detach().double().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.logsnr(tt).sum(), tt)
+        return grad.to(t.dtype)
+
+
 def _check_range(logsnr_min: float, logsnr_max: float) -> None:
     if not logsnr_min < logsnr_max:
         raise ValueError(f"logsnr_min: must be smaller than logsnr_max (got {logsnr_min} >= {logsnr_max})")
 
 
-class Cosine(Component):
+class Cosine(Schedule):
     """The cosine schedule of Nichol & Dhariwal in logSNR form, clipped to [logsnr_min, logsnr_max]."""
 
     logsnr_min: float = -15.0  # lambda at t = 1
@@ -56,6 +75,9 @@ class Cosine(Component):
 
     def logsnr(self, t: Tensor) -> Tensor:
         return cosine_logsnr(t, self.logsnr_min, self.logsnr_max)
+
+    def logsnr_range(self) -> tuple[float, float]:
+        return self.logsnr_min, self.logsnr_max
 
 
 class ShiftedCosine(Cosine):
@@ -80,8 +102,13 @@ class ShiftedCosine(Cosine):
             return cosine_logsnr(t, self.logsnr_min, self.logsnr_max) + s
         return cosine_logsnr(t, self.logsnr_min - s, self.logsnr_max - s) + s
 
+    def logsnr_range(self) -> tuple[float, float]:
+        """[min + s, max + s] when clipped before the shift, else [min, max]."""
+        s = self.shift if self.clip == "before_shift" else 0.0
+        return self.logsnr_min + s, self.logsnr_max + s
 
-class InterpolatedShifted(Component):
+
+class InterpolatedShifted(Schedule):
     """Interpolation of two shifted cosines (simple diffusion Sec. 3.1, proposed for 512 x 512).
 
     ``orientation="pseudocode"`` (default): lambda = t * lambda_shift(low) + (1 - t) * lambda_shift(high),
@@ -108,6 +135,14 @@ class InterpolatedShifted(Component):
         if self.orientation == "pseudocode":
             return t * low + (1.0 - t) * high
         return t * high + (1.0 - t) * low
+
+    def logsnr_range(self) -> tuple[float, float]:
+        """lambda(1) = min + the shift of the base weighted at t = 1, lambda(0) = max + the other one's."""
+        at_noise, at_data = (self.low, self.high) if self.orientation == "pseudocode" else (self.high, self.low)
+        return (
+            self.logsnr_min + resolution_shift(at_noise, self.resolution),
+            self.logsnr_max + resolution_shift(at_data, self.resolution),
+        )
 
 
 SCHEDULES = {

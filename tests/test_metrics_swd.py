@@ -87,3 +87,40 @@ def test_too_small_images_are_unavailable():
     ctx = cpu_context(image_shape=(3, 8, 8), samples=lambda: tiny, reference=tiny, dataset_fingerprint="toy")
     (value,) = METRICS["swd"]().compute(ctx)
     assert value.value is None and "16 px" in value.attrs["reason"]
+
+
+def shapes_split(n: int = 384, resolution: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint sets of ``shapes`` images: (a stand-in for a perfect model's samples, held-out)."""
+    import components
+
+    data = components.build("dataset", {"name": "shapes", "resolution": resolution, "num_images": n, "cache_dir": None})
+    return data.images[: n // 2], data.images[n // 2 :]
+
+
+def shift_mean(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """Move every pixel by ``delta`` on the [-1, 1] scale."""
+    return (x.float() + delta * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def scale_contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale each image's deviation from the set's per-channel mean by ``factor``."""
+    mean = x.float().mean(dim=(0, 2, 3), keepdim=True)
+    return ((x.float() - mean) * factor + mean).round().clamp(0, 255).to(torch.uint8)
+
+
+def mean_swd(a: torch.Tensor, b: torch.Tensor, **kw) -> float:
+    return float(np.mean(list(swd(a, b, **kw).values())))
+
+
+def test_colour_and_contrast_errors_cost_against_the_reference_statistics():
+    """Issue 10: a generated set whose mean is off by 0.2, or whose contrast is 0.7 of the data's, lies clearly
+    above the floor (data against held-out data) with the reference normalisation; with the original per-set
+    normalisation such errors are almost free."""
+    samples, held_out = shapes_split()
+    floor = mean_swd(samples, held_out)
+    shifted, flat = mean_swd(shift_mean(samples, 0.2), held_out), mean_swd(scale_contrast(samples, 0.7), held_out)
+    assert shifted > 3 * floor and flat > 3 * floor
+    per_set = {"normalize": "per_set"}
+    old_floor = mean_swd(samples, held_out, **per_set)
+    assert mean_swd(shift_mean(samples, 0.2), held_out, **per_set) < 1.5 * old_floor  # the defect, kept selectable
+    assert mean_swd(scale_contrast(samples, 0.7), held_out, **per_set) < 1.5 * old_floor

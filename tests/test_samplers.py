@@ -56,8 +56,9 @@ def mixture_predict(z, logsnr, labels):
     return x_hat.to(z.dtype), eps_hat.to(z.dtype)
 
 
-def sample(name, predict, steps=128, seed=0, shape=SHAPE, schedule="cosine", **kw):
-    sampler = components.build("sampler", {"name": name, "steps": steps, **kw})
+def sample(name, predict, steps=128, seed=0, shape=SHAPE, schedule="cosine", spacing="time", **kw):
+    """The hand-written reference chain below is uniform in t, so these tests use that spacing."""
+    sampler = components.build("sampler", {"name": name, "steps": steps, "spacing": spacing, **kw})
     sched = components.build("schedule", schedule)
     g = torch.Generator().manual_seed(seed)
     return sampler.sample(predict, sched, shape, generator=g)
@@ -158,40 +159,57 @@ def test_ancestral_is_stochastic_ddim_is_not():
         return gaussian_predict(z, logsnr, labels)
 
     sched = components.build("schedule", "cosine")
-    ddim = components.build("sampler", {"name": "ddim", "steps": 4})
+    ddim = components.build("sampler", {"name": "ddim", "steps": 4, "spacing": "time"})
     z1 = ddim.sample(predict, sched, (8, 1, 2, 2), generator=torch.Generator().manual_seed(0))
     assert len(calls) == 4
     # DDIM by hand from the same starting noise (z_1 = first argument of predict)
     z = calls[0]
     lam = sched.logsnr(torch.linspace(1, 0, 5, dtype=torch.float64))
     for i in range(4):
-        x_hat, eps_hat = gaussian_predict(z, lam[i].float().expand(8), None)
+        x_hat, _ = gaussian_predict(z, lam[i].float().expand(8), None)
         x_hat = x_hat.clamp(-1, 1)
         if i == 3:
             z = x_hat
-        else:
+        else:  # eps_hat recomputed from the clipped x_hat (the authors' convention)
+            a_t, s_t = ab(lam[i].expand(8), z)
             a, s = ab(lam[i + 1].expand(8), z)
+            eps_hat = (z.double() - a_t * x_hat) / s_t
             z = (a * x_hat + s * eps_hat).float()
     torch.testing.assert_close(z1, z, atol=1e-5, rtol=1e-5)
 
 
-def test_ancestral_step_matches_vdm_formula():
+def test_ancestral_coefficients_match_vdm_formula():
     """One ancestral step t -> s against c = -expm1(l_t - l_s), mean and variance of PAPER.md Sec. 3."""
     anc = components.build("sampler", {"name": "ancestral", "steps": 2, "clip_x": False})
-    n = 50000
-    z = torch.full((n, 1, 1, 1), 0.7)
-    lt, ls = torch.full((n,), -1.0), torch.full((n,), 2.0)
-    g = torch.Generator().manual_seed(3)
-    out = anc.step(gaussian_predict, z, lt, ls, None, last=False, generator=g).double()
-    x_hat = gaussian_predict(z[:1], lt[:1], None)[0].item()
+    lt, ls = torch.tensor(-1.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    a, b, noise = anc.coefficients(lt, ls, last=False)
     c = 1 - math.exp(-3.0)
     a_t, a_s = math.sqrt(1 / (1 + math.exp(1.0))), math.sqrt(1 / (1 + math.exp(-2.0)))
     s2_s = 1 / (1 + math.exp(2.0))
-    mean = a_s * ((1 - c) * 0.7 / a_t + c * x_hat)
-    assert out.mean().item() == pytest.approx(mean, abs=4 * math.sqrt(c * s2_s / n))
-    assert out.var().item() == pytest.approx(c * s2_s, rel=0.03)
-    last = anc.step(gaussian_predict, z, lt, ls, None, last=True, generator=g)
-    torch.testing.assert_close(last, torch.full_like(z, mean), atol=1e-5, rtol=1e-5)
+    z, x_hat = 0.7, -0.2
+    assert float(a * z + b * x_hat) == pytest.approx(a_s * ((1 - c) * z / a_t + c * x_hat), rel=1e-12)
+    assert float(noise) ** 2 == pytest.approx(c * s2_s, rel=1e-12)
+    a2, b2, noise2 = anc.coefficients(lt, ls, last=True)  # the last step returns the mean
+    assert (float(a2), float(b2), float(noise2)) == (float(a), float(b), 0.0)
+
+
+def test_ddim_clip_recomputes_eps_from_clipped_x():
+    """With clip_x, z_s = alpha_s clip(x_hat) + sigma_s (z_t - alpha_t clip(x_hat)) / sigma_t."""
+    ddim = components.build("sampler", {"name": "ddim", "steps": 2, "spacing": "time"})
+    sched = components.build("schedule", "cosine")
+
+    def predict(z, logsnr, labels):  # an x_hat far outside [-1, 1], and an eps_hat that disagrees with it
+        return torch.full_like(z, 5.0), torch.full_like(z, 123.0)
+
+    seen = []
+    z1 = torch.Generator().manual_seed(0)
+    ddim.sample(lambda z, lam, y: (seen.append((z.clone(), lam.clone())), predict(z, lam, y))[1], sched,
+                (4, 1, 1, 1), generator=z1)  # fmt: skip
+    (z_t, lt), (z_s, ls) = seen
+    a_t, s_t = ab(lt, z_t)
+    a_s, s_s = ab(ls, z_t)
+    want = a_s * 1.0 + s_s * (z_t.double() - a_t * 1.0) / s_t
+    torch.testing.assert_close(z_s.double(), want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -207,9 +225,8 @@ def test_guidance_calls_unconditional_and_mixes(name):
     labels = torch.tensor([1, 2])
     sampler = components.build("sampler", {"name": name, "steps": 3, "guidance_scale": w, "clip_x": False})
     z = torch.randn(2, 1, 2, 2)
-    x_hat, eps_hat = sampler.guided(predict, z, torch.zeros(2), labels)
+    x_hat = sampler.guided(predict, z, torch.zeros(2), labels)
     torch.testing.assert_close(x_hat, torch.full_like(z, (1 + w) * 0.3 - w * 0.1))
-    torch.testing.assert_close(eps_hat, torch.full_like(z, (1 + w) * 1.0 - w * -1.0))
 
     seen.clear()
     sched = components.build("schedule", "cosine")
@@ -247,10 +264,10 @@ def test_clip_x(name):
     def predict(z, logsnr, labels):
         return torch.full_like(z, 3.0), torch.zeros_like(z)
 
-    x_hat, _ = sampler.guided(predict, torch.zeros(2, 1, 2, 2), torch.zeros(2), None)
+    x_hat = sampler.guided(predict, torch.zeros(2, 1, 2, 2), torch.zeros(2), None)
     assert torch.all(x_hat == 1.0)
     unclipped = components.build("sampler", {"name": name, "clip_x": False})
-    assert torch.all(unclipped.guided(predict, torch.zeros(2, 1, 2, 2), torch.zeros(2), None)[0] == 3.0)
+    assert torch.all(unclipped.guided(predict, torch.zeros(2, 1, 2, 2), torch.zeros(2), None) == 3.0)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -276,7 +293,7 @@ def test_logsnr_passed_to_predict_follows_grid(name):
         return gaussian_predict(z, logsnr, labels)
 
     sched = components.build("schedule", {"name": "shifted_cosine", "resolution": 128})
-    components.build("sampler", {"name": name, "steps": 4}).sample(
+    components.build("sampler", {"name": name, "steps": 4, "spacing": "time"}).sample(
         predict, sched, (3, 1, 2, 2), generator=torch.Generator().manual_seed(0)
     )
     assert all(s.shape == (3,) for s in seen)
@@ -288,3 +305,54 @@ def test_logsnr_passed_to_predict_follows_grid(name):
     ]
     got = torch.stack([s[0] for s in seen]).double()
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_logsnr_and_edm_spacing_grids(name):
+    """``logsnr``: equal steps in lambda between lambda(1) and lambda(0); ``edm``: Karras et al. Eq. 5 in
+    sigma = exp(-lambda / 2). Both end exactly at the schedule's end points."""
+    sched = components.build("schedule", {"name": "shifted_cosine", "resolution": 256})
+    lo, hi = ref_cosine(1.0, 2 * math.log(0.25)), ref_cosine(0.0, 2 * math.log(0.25))
+    grid = components.build("sampler", {"name": name, "steps": 6}).grid(sched)  # default spacing: logsnr
+    torch.testing.assert_close(grid, torch.linspace(lo, hi, 7, dtype=torch.float64))
+    edm = components.build("sampler", {"name": name, "steps": 6, "spacing": "edm", "rho": 7.0}).grid(sched)
+    s_max, s_min = math.exp(-lo / 2), math.exp(-hi / 2)
+    want = [(s_max ** (1 / 7) + i / 6 * (s_min ** (1 / 7) - s_max ** (1 / 7))) ** 7 for i in range(7)]
+    torch.testing.assert_close(edm, torch.tensor([-2 * math.log(s) for s in want], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_gaussian_retention_matches_hand_written_chain(name):
+    """The fidelity guard's exact chain equals the hand-written reference above (uniform in t, data N(0, s^2)
+    is the mu = 0 case: retention = v / s^2), and the sampler itself draws that variance (Monte Carlo)."""
+    from components.samplers import gaussian_retention
+
+    global MU
+    sampler = components.build("sampler", {"name": name, "steps": 24, "spacing": "time"})
+    sched = components.build("schedule", "cosine")
+    mu, MU = MU, 0.0
+    try:
+        _, v_ref = exact_chain_moments(name, 24)
+        out = sample(name, gaussian_predict, steps=24).double()
+    finally:
+        MU = mu
+    assert gaussian_retention(sampler, sched, S) == pytest.approx(v_ref / S**2, rel=1e-9)
+    assert out.var().item() / S**2 == pytest.approx(v_ref / S**2, rel=0.03)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_logsnr_spacing_makes_retention_shift_invariant(name):
+    """A resolution shift is a rescaling of the data, so a grid uniform in t loses more detail under a
+    shifted schedule (issue 10's finding: 0.59 / 0.33 / 0.12 at 24 DDIM steps); a grid uniform in lambda
+    keeps the same fraction under every shift."""
+    from components.samplers import gaussian_retention
+
+    arms = [{"name": "cosine"}] + [{"name": "shifted_cosine", "base_resolution": b, "resolution": 64} for b in (32, 16)]
+    scheds = [components.build("schedule", a) for a in arms]
+    by_t = [gaussian_retention(components.build("sampler", {"name": name, "steps": 24, "spacing": "time"}), s, 0.1)
+            for s in scheds]  # fmt: skip
+    by_lambda = [gaussian_retention(components.build("sampler", {"name": name, "steps": 24}), s, 0.1) for s in scheds]
+    assert by_t[0] > by_t[1] + 0.1 > by_t[2] + 0.2
+    assert max(by_lambda) - min(by_lambda) < 0.005
+    if name == "ddim":
+        assert by_t == pytest.approx([0.585, 0.328, 0.121], abs=2e-3)

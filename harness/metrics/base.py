@@ -65,12 +65,13 @@ class EvalContext:
     device: torch.device
     dtype: torch.dtype  # compute dtype of training (bf16 under CUDA autocast, else fp32)
     samples: Callable[[], torch.Tensor]  # -> uint8 [N, C, H, W] generated images (cached by the runner)
-    reference: torch.Tensor  # uint8 [M, C, H, W] images of the trial's dataset
+    reference: torch.Tensor  # uint8 [M, C, H, W] reference images: the held-out split of the trial's dataset
     dataset_fingerprint: str  # identifies the reference images (content, split, resolution)
     fid: FidOptions
     seed: int
     cache_dir: pathlib.Path  # harness cache directory (reference statistics, peak FLOP/s)
     stats: dict[str, Any] = field(default_factory=dict)  # runner measurements (train_images_per_s, ...)
+    reference_name: str = "holdout"  # which images ``reference`` holds, as recorded with every quality value
     memo: dict[str, Any] = field(default_factory=dict)  # shared between metrics of one evaluation
 
 

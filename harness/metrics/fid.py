@@ -161,7 +161,7 @@ def reference_statistics(ctx: EvalContext, extractor: FeatureExtractor) -> tuple
         "n_reference": n_ref,
     }
     path = reference_cache_path(ctx.cache_dir, key)
-    attrs = {"n_reference": n_ref, "reference_fingerprint": ctx.dataset_fingerprint}
+    attrs = {"n_reference": n_ref, "reference": ctx.reference_name, "reference_fingerprint": ctx.dataset_fingerprint}
     memo_key = ("fid_reference", str(path))
     if memo_key in ctx.memo:
         return ctx.memo[memo_key], {**attrs, "reference_cache": "hit"}

@@ -2,10 +2,15 @@
 of GANs", Sec. 5 and Appendix D; their ``metrics/sliced_wasserstein.py``). Needs no weights.
 
 Per pyramid level (full resolution, then halving down to 16 px): 128 random 7 x 7 neighbourhoods per
-image, each set's descriptors normalised per channel (mean 0, std 1 over all its descriptors and pixels),
-then 4 x 128 random unit directions, the sorted projections of the two sets compared pointwise, the
-absolute differences averaged. Values are multiplied by 1e3 as in the original. The pyramid is the 5-tap
-binomial (cv2.pyrDown/pyrUp) one with mirror padding; the last level is the Gaussian residual.
+image, descriptors normalised per channel, then 4 x 128 random unit directions, the sorted projections of
+the two sets compared pointwise, the absolute differences averaged. Values are multiplied by 1e3 as in the
+original. The pyramid is the 5-tap binomial (cv2.pyrDown/pyrUp) one with mirror padding; the last level is
+the Gaussian residual.
+
+Normalisation (``normalize``): ``reference`` (the default) normalises BOTH sets with the reference set's
+per-channel mean and std at each level, so a global colour shift or a loss of contrast in the generated set
+costs what it should; ``per_set`` is the original's choice (each set by its own statistics), under which such
+errors cost nothing; keep it only to compare with numbers published that way.
 
 Deviations from the original, both to make the number a function of the two sets and the seed alone:
 patch positions and directions come from a generator seeded with ``seed`` (the same positions for both
@@ -15,7 +20,7 @@ sets, so identical sets give exactly 0), and the two sets use the same number of
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -84,11 +89,19 @@ def raw_descriptors(level: torch.Tensor, centres: torch.Tensor, nhood_size: int)
     return level.reshape(-1)[flat]
 
 
-def finalize(desc: torch.Tensor) -> torch.Tensor:
-    """[P, C, k, k] -> [P, C * k * k], normalised per channel over the set (``finalize_descriptors``)."""
-    desc = desc - desc.mean(dim=(0, 2, 3), keepdim=True)
-    desc = desc / desc.std(dim=(0, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-12)
-    return desc.reshape(desc.shape[0], -1)
+Normalize = Literal["reference", "per_set"]
+
+
+def channel_stats(desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of descriptors [P, C, k, k] over all of them and their pixels."""
+    return desc.mean(dim=(0, 2, 3), keepdim=True), desc.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+
+
+def finalize(desc: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """[P, C, k, k] -> [P, C * k * k], normalised per channel by ``stats`` (default: the set's own, as the
+    original's ``finalize_descriptors``)."""
+    mean, std = stats if stats is not None else channel_stats(desc)
+    return ((desc - mean) / std.clamp_min(1e-12)).reshape(desc.shape[0], -1)
 
 
 def sliced_wasserstein(
@@ -113,7 +126,7 @@ def set_descriptors(
     nhood_size: int,
     chunk: int = 256,
 ) -> list[torch.Tensor]:
-    """Normalised descriptors per level of one image set, the pyramid built ``chunk`` images at a time."""
+    """Raw descriptors [P, C, k, k] per level of one image set, the pyramid built ``chunk`` images at a time."""
     per_image = centres[0].shape[0] // len(images)
     parts: list[list[torch.Tensor]] = [[] for _ in resolutions]
     for lo in range(0, len(images), chunk):
@@ -121,7 +134,7 @@ def set_descriptors(
         for lod, level in enumerate(pyramid):
             sel = centres[lod][lo * per_image : (lo + len(level)) * per_image]
             parts[lod].append(raw_descriptors(level, sel, nhood_size))
-    return [finalize(torch.cat(p)) for p in parts]
+    return [torch.cat(p) for p in parts]
 
 
 def swd(
@@ -132,8 +145,10 @@ def swd(
     nhoods_per_image: int = 128,
     dir_repeats: int = 4,
     dirs_per_repeat: int = 128,
+    normalize: Normalize = "reference",
 ) -> dict[int, float]:
-    """SWD x 1e3 per pyramid level {resolution: value} between image sets a, b: [N, C, H, W] (same N)."""
+    """SWD x 1e3 per pyramid level {resolution: value} between image sets a and b (the reference):
+    [N, C, H, W] each, same N."""
     if a.shape != b.shape:
         raise MetricError(f"SWD needs sets of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[2:]) < MIN_RESOLUTION or a.shape[2] != a.shape[3]:
@@ -143,8 +158,12 @@ def swd(
     centres = [
         patch_positions(len(a), res, nhood_size, nhoods_per_image, g) for res, g in zip(resolutions, gens, strict=True)
     ]
-    desc_a = set_descriptors(a, resolutions, centres, nhood_size)
     desc_b = set_descriptors(b, resolutions, centres, nhood_size)
+    stats = [channel_stats(d) if normalize == "reference" else None for d in desc_b]
+    desc_a = [
+        finalize(d, st) for d, st in zip(set_descriptors(a, resolutions, centres, nhood_size), stats, strict=True)
+    ]
+    desc_b = [finalize(d, st) for d, st in zip(desc_b, stats, strict=True)]
     return {
         res: 1e3 * sliced_wasserstein(da, db, dir_repeats, dirs_per_repeat, g)
         for res, da, db, g in zip(resolutions, desc_a, desc_b, gens, strict=True)
@@ -161,6 +180,7 @@ class Swd(Metric):
     dir_repeats: int = Field(default=4, ge=1)  # batches of random directions
     dirs_per_repeat: int = Field(default=128, ge=1)  # directions per batch
     num_images: int = Field(default=16384, ge=2)  # at most this many images per set (PGGAN: 16k)
+    normalize: Normalize = "reference"  # descriptors normalised by the reference set's stats, or "per_set"
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         gen = ctx.samples().detach().cpu()
@@ -168,10 +188,11 @@ class Swd(Metric):
         attrs = {
             "n_generated": n,
             "n_reference": n,
+            "reference": ctx.reference_name,
             "reference_fingerprint": ctx.dataset_fingerprint,
             "seed": ctx.seed,
             "scale": 1e3,
-            "convention": "Karras et al. 2018 (PGGAN) SWD x 1e3",
+            "convention": f"Karras et al. 2018 (PGGAN) SWD x 1e3, descriptors normalised {self.normalize}",
             **self.model_dump(),
         }
         try:
@@ -183,6 +204,7 @@ class Swd(Metric):
                 self.nhoods_per_image,
                 self.dir_repeats,
                 self.dirs_per_repeat,
+                self.normalize,
             )
         except MetricError as err:
             return [unavailable("swd", str(err), **attrs)]
