@@ -36,7 +36,8 @@ class TrainSpec(Strict):
     warmup_steps: int = Field(20, ge=0)  # linear warm-up from 0 to lr
     weight_decay: float = Field(0.0, ge=0)
     betas: list[float] = Field([0.9, 0.99], min_length=2, max_length=2)
-    grad_clip: float | None = Field(1.0, gt=0)  # max global grad norm; null = no clipping
+    grad_clip: float | None = Field(2.0, gt=0)  # relative: x running mean grad norm; absolute: norm; null: off
+    grad_clip_mode: Literal["relative", "absolute"] = "relative"  # relative is loss-scale free (docs/training.md)
     ema_decay: float = Field(0.999, ge=0, lt=1)  # EMA of weights; the EMA model is evaluated
     label_dropout: float = Field(0.1, ge=0, le=1)  # class-conditional only: p(label -> null), for guidance
     holdout_fraction: float = Field(0.1, gt=0, lt=1)  # held-out images for validation loss and FID refs

@@ -19,8 +19,11 @@ from torchvision.utils import save_image
 import components
 from components.denoiser import Denoiser
 from components.schedules import alpha_sigma
+from harness.calibration import calibration_values
+from harness.errors import TrialFailed
 from harness.metrics import METRICS, EvalContext, FidOptions, PeakMemory, ThroughputMeter
 from harness.metrics.features import write_folder
+from harness.metrics.fidelity import fidelity_values
 from harness.train import to_float, train
 
 
@@ -84,6 +87,8 @@ def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: dict[str, Any
             alpha, sigma = alpha_sigma(logsnr.view(-1, 1, 1, 1))
             z = alpha * x + sigma * eps.to(device)
             _, eps_hat = denoiser.predict(z, logsnr, None)
+            if not torch.isfinite(eps_hat).all():
+                raise TrialFailed("non-finite network output on held-out data (validation loss)")
             losses.append((eps_hat - eps.to(device)).pow(2).flatten(1).mean(1).cpu())
             logsnrs.append(logsnr.cpu())
     net.train(was_training)
@@ -128,6 +133,9 @@ class SampleCache:
                         generator=gen,
                         device=self.device,
                     )
+                if not torch.isfinite(x).all():
+                    bad = int((~torch.isfinite(x)).sum())
+                    raise TrialFailed(f"non-finite samples: {bad} of {x.numel()} values (a trial never scores them)")
                 chunks.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
                 left -= b
         steps = sampler.steps
@@ -140,6 +148,11 @@ class SampleCache:
             sampler_steps=steps,
         )
         return torch.cat(chunks)
+
+
+def holdout_fingerprint(dataset_fingerprint: str, hold_list: list[int]) -> str:
+    """Identifies the held-out reference set: the dataset's content hash and the split's indices."""
+    return hashlib.sha256(f"{dataset_fingerprint}:holdout:{hold_list}".encode()).hexdigest()
 
 
 def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: bool = True) -> TrialResult:
@@ -169,6 +182,15 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
     result.artifacts.append(("checkpoint", str(workdir / "checkpoint" / "latest.pt")))
     result.metrics += [{"name": "train_loss", "value": v, "step": s} for s, v in trained.curve]
     result.metrics.append({"name": "resumed_from_step", "value": trained.resumed_from, "unit": "step"})
+    clip_attrs = {**trained.stats["grad_clip"], "steps": trained.steps}
+    result.metrics.append(
+        {
+            "name": "grad_clip_fraction",
+            "value": trained.stats["grad_clip_fraction"],
+            "unit": "fraction",
+            "attrs": clip_attrs,
+        }
+    )
     ema_denoiser = Denoiser(trained.ema, denoiser.schedule, denoiser.parametrization, denoiser.loss_fn)
     result.metrics += validation_loss(ema_denoiser, images[hold_idx.to(device)], config["eval"], seed)
     shape = (dataset.channels, dataset.resolution, dataset.resolution)
@@ -186,14 +208,21 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
         device=device,
         dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
         samples=samples,
-        reference=dataset.images,
-        dataset_fingerprint=dataset.fingerprint,
+        reference=dataset.images[hold_idx],
+        dataset_fingerprint=holdout_fingerprint(dataset.fingerprint, hold_list),
         fid=FidOptions(**config["eval"]["fid"]),
         seed=seed,
         cache_dir=cache_dir,
         stats=stats,
+        reference_name="holdout",
     )
-    for name in config["eval"]["metrics"]:
-        for value in METRICS[name]().compute(ctx):
-            result.metrics.append({"name": value.name, "value": value.value, "unit": value.unit, "attrs": value.attrs})
+    diffusion = config["diffusion"]
+    values = fidelity_values(diffusion["schedule"], config["eval"]["sampler"])
+    metrics = [METRICS[name]() for name in config["eval"]["metrics"]]
+    for metric in metrics:
+        values += metric.compute(ctx)
+    result.metrics += [
+        {"name": v.name, "value": v.value, "step": v.step, "unit": v.unit, "attrs": v.attrs} for v in values
+    ]
+    result.metrics += calibration_values(ctx, metrics, dataset.images[train_idx], config["eval"]["num_samples"])
     return result

@@ -14,6 +14,7 @@ from components.losses import LOSSES
 from components.parametrizations import PARAMETRIZATIONS
 from components.samplers import SAMPLERS, gaussian_retention
 from components.schedules import SCHEDULES, Cosine, Schedule
+from harness.metrics import METRICS
 
 # every schedule at its defaults, plus the variants whose parameters move its range
 SCHEDULE_SPECS = [{"name": n} for n in sorted(SCHEDULES)] + [
@@ -125,3 +126,32 @@ def test_sampler_contract(name, spacing):
     assert out.var().item() == pytest.approx(kept * S**2, rel=0.05)  # SE of a variance at n = 2e4: 1 %
     fine = components.build("sampler", {"name": name, "steps": 8192, "spacing": spacing})
     assert gaussian_retention(fine, schedule, S) == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_metric_contract(name, tmp_path, monkeypatch):
+    """Every metric's ``compute`` runs on a tiny context and returns its declared outputs (SWD adds a value per
+    pyramid level), each a finite number or None with the reason."""
+    from metric_context import cpu_context
+
+    monkeypatch.delenv("HARNESS_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, 3, 32, 32), generator=g, dtype=torch.uint8)
+    stats = {"train_images_per_s": 50.0, "train_seconds_per_step": 0.1, "sample_images_per_s": 80.0,
+             "sample_seconds_per_step": 0.01, "train_peak_memory_bytes": 1e6, "sample_peak_memory_bytes": 1e6,
+             "batch_size": 4, "sampler_steps": 8}  # fmt: skip
+    ctx = cpu_context(
+        network=components.build("network", {"name": "uvit", "preset": "tiny", "resolution": 32}).eval(),
+        samples=lambda: images[:12],
+        reference=images[12:],
+        cache_dir=tmp_path,
+        stats=stats,
+    )
+    metric = METRICS[name]()
+    values = metric.compute(ctx)
+    assert values, "a metric returns at least one value"
+    for value in values:
+        assert value.name in metric.outputs or value.name.startswith(f"{name}_"), value.name
+        assert value.value is None and value.attrs.get("reason") or math.isfinite(value.value), value
+    assert {v.name for v in values} >= set(metric.outputs)

@@ -58,9 +58,13 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, capsys):
     frame = results.load(url, "tiny")
     assert len(frame) == 2 and set(frame["state"]) == {"complete"}
     assert sorted(frame["train.seed"]) == [0, 1]
-    for col in ["val_loss", "swd", "flops_per_image", "params", "train_images_per_s", "mfu"]:
+    for col in ["val_loss", "swd", "flops_per_image", "params", "train_images_per_s", "mfu", "grad_clip_fraction"]:
         assert frame[col].notna().all(), col
     assert frame["fid"].isna().all()  # no Inception weights offline: recorded as unavailable
+    # the sampler-fidelity guard and the calibration baselines are recorded with every trial
+    assert (frame["sampler_fidelity"] > 0).all() and (frame["sampler_fidelity"] < 1).all()
+    for kind in ("data", "noise", "mean_image"):  # their order is tested at a useful size in test_calibration.py
+        assert frame[f"swd_baseline_{kind}"].notna().all()
     con = sqlite3.connect(db)
     fid_attrs = json.loads(con.execute("SELECT attrs_json FROM harness_metrics WHERE name='fid'").fetchone()[0])
     assert fid_attrs.get("reason")
@@ -83,6 +87,26 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, capsys):
     # growing the grid runs only the new cells
     assert main([str(study), "--storage", url, "--quiet", "--set", "search.space.train.seed=[0, 1, 2]"]) == 0
     assert sorted(results.load(url, "tiny")["train.seed"]) == [0, 1, 2]
+
+
+def test_non_finite_samples_fail_the_trial_and_never_score(tmp_path: Path, monkeypatch):
+    """Issue 10: an unclipped schedule once completed a trial with all-black samples (NaN turned to 0) and a
+    finite score. Non-finite samples now fail the trial with that reason."""
+    from components.samplers import Ddim
+
+    original = Ddim.coefficients
+
+    def nan_x_weight(self, lt, ls, last):  # every update multiplies x_hat by NaN
+        a, b, c = original(self, lt, ls, last)
+        return a, b * float("nan"), c
+
+    monkeypatch.setattr(Ddim, "coefficients", nan_x_weight)
+    study = write_study(tmp_path, space="train.seed: [0]")
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    assert main([str(study), "--storage", url, "--quiet"]) == 0
+    frame = results.load(url, "tiny")
+    assert list(frame["state"]) == ["failed"] and "non-finite samples" in frame.loc[0, "error"]
+    assert "swd" not in frame.columns or frame["swd"].isna().all()
 
 
 def test_generated_images_are_written_only_when_asked(tmp_path: Path):
@@ -136,7 +160,9 @@ def test_non_finite_loss_fails_one_trial_and_the_study_goes_on(tmp_path: Path, m
     from components.losses import VMse
 
     monkeypatch.setattr(
-        VMse, "__call__", lambda self, eps_hat, eps, logsnr: (eps_hat - eps).flatten(1).mean(1) * float("nan")
+        VMse,
+        "__call__",
+        lambda self, eps_hat, eps, logsnr, slope=None: (eps_hat - eps).flatten(1).mean(1) * float("nan"),
     )
     study = write_study(tmp_path, space="diffusion.loss: [v_mse, mse]")
     url = f"sqlite:///{tmp_path / 'h.db'}"

@@ -42,6 +42,7 @@ class MetricValue:
     value: float | None
     unit: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    step: int | None = None  # a curve's step or a bucket's index; None for a scalar
 
     def __post_init__(self) -> None:
         if self.value is not None:
@@ -76,9 +77,12 @@ class EvalContext:
 
 
 class Metric(Component):
-    """Base of every metric spec. ``outputs``: the value names ``compute`` writes (SWD adds ``swd_<r>``)."""
+    """Base of every metric spec. ``outputs``: the value names ``compute`` writes (SWD adds ``swd_<r>``).
+    ``compares_samples``: a quality metric of the generated images against the reference set; those also get
+    calibration baselines (``harness.calibration``)."""
 
     outputs: ClassVar[tuple[str, ...]] = ()
+    compares_samples: ClassVar[bool] = False
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         raise NotImplementedError

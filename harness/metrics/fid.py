@@ -229,6 +229,7 @@ class Fid(Metric):
     """Frechet Inception distance of ``ctx.samples()`` to the trial's dataset (clean-fid conventions)."""
 
     outputs: ClassVar[tuple[str, ...]] = ("fid",)
+    compares_samples: ClassVar[bool] = True
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         try:
@@ -245,6 +246,7 @@ class Kid(Metric):
     """Kernel Inception distance (raw, not x 1e3), mean and standard deviation over random subsets."""
 
     outputs: ClassVar[tuple[str, ...]] = ("kid", "kid_std")
+    compares_samples: ClassVar[bool] = True
 
     num_subsets: int = Field(default=100, ge=1)  # clean-fid's default
     max_subset_size: int = Field(default=1000, ge=2)  # clean-fid's default

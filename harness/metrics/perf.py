@@ -4,8 +4,10 @@ The trial runner measures with ``ThroughputMeter`` and ``PeakMemory`` while it t
 puts the numbers in ``EvalContext.stats``; the ``throughput`` and ``memory`` metrics only record them.
 ``mfu`` = achieved training FLOP/s / peak FLOP/s, with achieved = 3 x forward FLOPs per image x training
 images/s (forward + backward = 3 forward passes, the usual convention of Kaplan et al. 2020 and PaLM) and
-the peak measured once per host, device and dtype with a large matrix product, cached in
-``cache_dir/peak_flops.json``.
+the peak measured per host, device, threads and dtype with a large matrix product, cached in
+``cache_dir/peak_flops.json`` only when the machine was quiet during the measurement (a peak measured under
+load is too low and would inflate every later MFU). An MFU above 1 is never reported as valid: the peak is
+measured again, and if it still is above 1 the value is recorded unavailable with the reason.
 """
 
 from __future__ import annotations
@@ -129,9 +131,30 @@ def device_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
+QUIET_OTHER_CORES = 0.25  # a peak measured while other processes used more CPU than this is not cached
+
+
+def other_cpu_load(own_before: float, system_before: float, wall_s: float) -> float:
+    """Cores' worth of CPU time other processes used since the two readings (``own_cpu_s``/``system_cpu_s``)."""
+    other = (system_cpu_s() - system_before) - (own_cpu_s() - own_before)
+    return max(0.0, other / max(wall_s, 1e-9))
+
+
+def own_cpu_s() -> float:
+    t = psutil.Process(os.getpid()).cpu_times()
+    return t.user + t.system
+
+
+def system_cpu_s() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: float | None = None) -> dict[str, Any]:
-    """Best FLOP/s of repeated square matrix products (n x n x n, 2 n^3 FLOPs each) within ``budget_s``."""
+    """Best FLOP/s of repeated square matrix products (n x n x n, 2 n^3 FLOPs each) within ``budget_s``, with
+    the CPU load of other processes during the measurement (``other_load_cores``) and whether it was quiet."""
     cpu = device.type == "cpu"
+    own0, sys0, wall0 = own_cpu_s(), system_cpu_s(), time.perf_counter()
     n = 1024 if cpu else 8192
     budget_s = budget_s if budget_s is not None else (1.0 if cpu else 3.0)
     a = torch.randn(n, n, device=device).to(dtype)
@@ -148,19 +171,30 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: float
         elapsed = time.perf_counter() - start
         best = max(best, (1 if cpu else 10) * 2 * n**3 / elapsed)
         reps += 1
-    return {"peak_flops_per_s": best, "matmul_n": n, "repeats": reps, "measured_at": time.time()}
+    load = other_cpu_load(own0, sys0, time.perf_counter() - wall0)
+    return {
+        "peak_flops_per_s": best,
+        "matmul_n": n,
+        "repeats": reps,
+        "measured_at": time.time(),
+        "other_load_cores": round(load, 3),
+        "quiet": load < QUIET_OTHER_CORES,
+    }
 
 
-def peak_flops(ctx: EvalContext) -> dict[str, Any]:
-    """Measured peak for (host, device, dtype), cached in ``cache_dir/peak_flops.json``."""
+def peak_flops(ctx: EvalContext, fresh: bool = False) -> dict[str, Any]:
+    """Measured peak for (host, device with its threads, dtype), from ``cache_dir/peak_flops.json`` unless
+    ``fresh``; a new measurement is cached only when it was taken on a quiet machine."""
     key = f"{socket.gethostname()}|{device_name(ctx.device)}|{str(ctx.dtype).removeprefix('torch.')}"
     path = ctx.cache_dir / "peak_flops.json"
     table: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         table = json.loads(path.read_text())
-    if key in table:
+    if not fresh and isinstance(table.get(key), dict) and table[key].get("quiet"):
         return {**table[key], "key": key, "cache": "hit"}
     entry = measure_peak_flops(ctx.device, ctx.dtype)
+    if not entry["quiet"]:
+        return {**entry, "key": key, "cache": "not stored (measured under load)"}
     with contextlib.suppress(OSError, ValueError):  # another worker may have written meanwhile
         table = json.loads(path.read_text())
     table[key] = entry
@@ -280,9 +314,17 @@ class Mfu(Metric):
                 peak_value,
             ]
         achieved = 3 * flops * images_per_s
-        attrs = {**attrs, "flops_per_image": flops, "train_images_per_s": images_per_s}
-        return [
-            MetricValue("mfu", achieved / peak["peak_flops_per_s"], None, attrs),
-            MetricValue("achieved_flops_per_s", achieved, "FLOP/s", attrs),
-            peak_value,
-        ]
+        if achieved > peak["peak_flops_per_s"] and self.peak_flops_per_s is None:
+            peak = {**peak_flops(ctx, fresh=True), "source": "measured again: MFU above 1 with the first peak"}
+        attrs = {**attrs, "peak_source": peak["source"], "peak": peak, "flops_per_image": flops}
+        attrs["train_images_per_s"] = images_per_s
+        peak_value = MetricValue("peak_flops_per_s", peak["peak_flops_per_s"], "FLOP/s", attrs)
+        achieved_value = MetricValue("achieved_flops_per_s", achieved, "FLOP/s", attrs)
+        mfu = achieved / peak["peak_flops_per_s"]
+        if mfu > 1:
+            reason = (
+                f"MFU {mfu:.2f} > 1: the peak ({peak['peak_flops_per_s']:.3g} FLOP/s, {peak['source']}) is below "
+                "what training achieved; not a valid utilisation (peak measured under load, or a wrong FLOP count)"
+            )
+            return [unavailable("mfu", reason, **attrs), achieved_value, peak_value]
+        return [MetricValue("mfu", mfu, None, attrs), achieved_value, peak_value]

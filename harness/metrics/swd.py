@@ -174,6 +174,7 @@ class Swd(Metric):
     """Sliced Wasserstein distance (x 1e3) of generated vs reference images, per level and averaged."""
 
     outputs: ClassVar[tuple[str, ...]] = ("swd",)  # plus swd_<r> for each pyramid level r (px)
+    compares_samples: ClassVar[bool] = True
 
     nhood_size: int = Field(default=7, ge=1)  # neighbourhood (patch) side, px
     nhoods_per_image: int = Field(default=128, ge=1)  # patches per image and level

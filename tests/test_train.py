@@ -1,0 +1,52 @@
+"""The training loop's parts: gradient clipping that does not depend on the loss's scale."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.train import GradClip
+
+
+def clip_run(mode: str, threshold: float, scale: float, steps: int = 200) -> tuple[int, list[torch.Tensor]]:
+    """Feed the same gradient sequence (times ``scale``, with a spike every 25 steps) through a GradClip;
+    returns (steps clipped, gradients after clipping)."""
+    g = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.zeros(64))
+    clip, out = GradClip(threshold, mode), []
+    for step in range(steps):
+        grad = torch.randn(64, generator=g) * (1.0 + 0.5 * torch.rand(1, generator=g))
+        if step % 25 == 24:
+            grad = grad * 8
+        param.grad = grad * scale
+        clip([param])
+        out.append(param.grad.clone())
+    return clip.clipped, out
+
+
+def test_relative_clipping_acts_at_the_same_steps_whatever_the_loss_scale():
+    """Issue 10: the multiscale loss is about 1/43 of the eps-MSE at 64 px; scaled gradients are clipped at the
+    same steps and by the same factors under the relative rule."""
+    n1, g1 = clip_run("relative", 2.0, 1.0)
+    n2, g2 = clip_run("relative", 2.0, 1 / 43)
+    assert n1 == n2 == 8  # the spikes, and nothing else
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a / 43, b, rtol=1e-4, atol=1e-9)
+
+
+def test_absolute_clipping_depends_on_the_loss_scale():
+    n1, _ = clip_run("absolute", 8.0, 1.0)  # typical norm here: sqrt(64) x 1.25 = 10
+    n2, _ = clip_run("absolute", 8.0, 1 / 43)
+    assert n1 > 100 and n2 == 0  # the same threshold clips one arm almost always and the other never
+
+
+def test_no_clipping_and_state_round_trip():
+    n, grads = clip_run("relative", None, 1.0)  # type: ignore[arg-type]
+    assert n == 0
+    clip = GradClip(2.0, "relative")
+    param = torch.nn.Parameter(torch.zeros(4))
+    for _ in range(5):
+        param.grad = torch.ones(4)
+        clip([param])
+    again = GradClip(2.0, "relative")
+    again.load_state_dict(clip.state_dict())
+    assert again.limit() == clip.limit() and again.state_dict() == clip.state_dict()
