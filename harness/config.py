@@ -51,7 +51,7 @@ class TrainSpec(Strict):
 class EvalSpec(Strict):
     num_samples: PositiveInt = 256  # generated images for FID/KID/SWD
     batch_size: PositiveInt = 64  # sampling batch
-    sampler: ComponentSpec = {"name": "ddim", "steps": 32}
+    sampler: ComponentSpec = {"name": "ddim", "steps": 64}  # spacing logsnr: passes the fidelity guard
     metrics: list[str] = ["swd", "flops", "throughput", "memory", "mfu"]
     fid: dict[str, Any] = {}  # options of FID/KID (mode, weights, num_reference)
     val_buckets: PositiveInt = 6  # logSNR buckets of the validation loss

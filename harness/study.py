@@ -17,6 +17,7 @@ import optuna
 import yaml
 
 from harness.errors import UsageError, cli_main
+from harness.metrics.fidelity import FIDELITY_STDS, GUARD_STD, fidelity_by_std, guard_problems
 from harness.space import cell_labels, grid_cells
 from harness.storage import check_storage_url, resolve_storage, sqlite_path
 from harness.studyfile import LoadedStudy, load_study
@@ -71,13 +72,30 @@ def print_dry_run(loaded: LoadedStudy, storage: str) -> None:
     print(f"{len(cells)} trials in the grid")
     for i, cell in enumerate(cells):
         labels = ", ".join(f"{k}={v}" for k, v in cell_labels(loaded.dims, cell).items())
+        config = loaded.trial_config(cell)
+        kept = fidelity_by_std(config["diffusion"]["schedule"], config["eval"]["sampler"])
+        shown = " / ".join(f"{kept[s]:.3f}" for s in FIDELITY_STDS)
         print(f"\n# trial {i}: {labels or '(base configuration)'}")
-        print(yaml.safe_dump(loaded.trial_config(cell), sort_keys=False).rstrip())
+        print(f"# sampler fidelity (variance kept at s = {', '.join(map(str, FIDELITY_STDS))}): {shown}")
+        print(yaml.safe_dump(config, sort_keys=False).rstrip())
+
+
+def fidelity_notes(loaded: LoadedStudy) -> list[str]:
+    """The sampler-fidelity guard over the study's trials (the base configuration for tpe/random)."""
+    cells = planned_trials(loaded) or [{}]
+    by_arm = {}
+    for cell in cells:
+        config = loaded.trial_config(cell)
+        arm = {k: v for k, v in cell_labels(loaded.dims, cell).items() if not k.split(".")[-1].endswith("seed")}
+        label = ", ".join(f"{k}={v}" for k, v in arm.items()) or "base configuration"
+        by_arm[label] = fidelity_by_std(config["diffusion"]["schedule"], config["eval"]["sampler"])[GUARD_STD]
+    return [f"sampler fidelity guard: {p}" for p in guard_problems(by_arm)]
 
 
 def print_notes(loaded: LoadedStudy) -> None:
-    """Warnings found while validating (e.g. FID unavailable), printed once the input is known to be good."""
-    for note in loaded.notes:
+    """Warnings found while validating (e.g. FID unavailable, the sampler-fidelity guard), printed once the
+    input is known to be good."""
+    for note in [*loaded.notes, *fidelity_notes(loaded)]:
         print(f"note: {note}", file=sys.stderr)
 
 

@@ -75,11 +75,36 @@ def test_every_study_validates(path: Path):
     assert loaded.name == path.stem
 
 
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_every_study_passes_the_sampler_fidelity_guard(path: Path):
+    """Issue 10: at s = 0.1 every arm keeps at least 0.85 of the variance and arms differ by at most 0.02."""
+    from harness.metrics.fidelity import GUARD_STD, fidelity_by_std
+    from harness.study import fidelity_notes, planned_trials
+
+    loaded = load_study(path)
+    assert fidelity_notes(loaded) == []
+    kept = [
+        fidelity_by_std(c["diffusion"]["schedule"], c["eval"]["sampler"])[GUARD_STD]
+        for c in map(loaded.trial_config, planned_trials(loaded) or [{}])
+    ]
+    assert min(kept) >= 0.85 and max(kept) - min(kept) <= 0.02
+
+
+def test_guard_notes_name_the_failing_arms():
+    from harness.study import fidelity_notes
+
+    old = load_study(ROOT / "studies" / "schedule_shift.yaml", ["eval.sampler={name: ddim, steps: 24, spacing: time}"])
+    notes = fidelity_notes(old)
+    assert any("base_resolution=16): the sampler keeps 0.12" in n for n in notes)
+    assert any("arms differ by 0.46" in n for n in notes)
+
+
 def test_dry_run_prints_the_grid(capsys):
     code, out, err = run_cli([str(ROOT / "studies" / "schedule_shift.yaml"), "--dry-run"], capsys)
     assert code == 0, err
     assert "6 trials in the grid" in out
     assert out.count("# trial ") == 6
+    assert out.count("# sampler fidelity (variance kept at s = 0.05, 0.1, 0.25): 0.8") == 6
     assert "shifted_cosine(base_resolution=32), train.seed=1" in out
     # the dataset's resolution reaches the schedule and the network
     assert "resolution: 64" in out

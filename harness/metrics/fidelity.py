@@ -59,7 +59,7 @@ def guard_problems(by_arm: dict[str, float]) -> list[str]:
         low, high = min(by_arm.values()), max(by_arm.values())
         if high - low > GUARD_SPREAD:
             problems.append(
-                f"sampler fidelity differs across arms by {high - low:.3f} (> {GUARD_SPREAD}) at s = {GUARD_STD}: "
+                f"arms differ by {high - low:.3f} (> {GUARD_SPREAD}) in the variance kept at s = {GUARD_STD}: "
                 "the comparison is partly the evaluation sampler's (use spacing: logsnr or more steps)"
             )
     return problems
