@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.checks import FIDELITY_COLUMNS, confounded_factors, fidelity_by_level, fidelity_warnings
 from harness.errors import UsageError
 from harness.results import scalar_metrics, trials_with_params
 from harness.space import label
@@ -335,6 +336,8 @@ class StudyTables:
     bases: dict[str, list[str]] = field(default_factory=dict)  # guarded metric -> distinct bases
     warnings: list[str] = field(default_factory=list)
     effects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EFFECT_COLUMNS))
+    fidelity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FIDELITY_COLUMNS))
+    fidelity_warnings: list[str] = field(default_factory=list)  # factors compared partly on their sampler
 
     def csv_columns(self) -> list[str]:
         """trials.csv: number, state, parameters, metrics (+ comparability flags), duration, error."""
@@ -389,4 +392,9 @@ def summarize(store: Store, study: str) -> StudyTables:
         warnings=comparability_warnings(bases),
     )
     tables.effects = effects(frame, factors, objectives, seed, levels=levels, params=params)
+    tables.fidelity = fidelity_by_level(frame, factors, levels)
+    tables.fidelity_warnings = fidelity_warnings(tables.fidelity)
+    mark = tables.effects["factor"].isin(confounded_factors(tables.fidelity))
+    note = "sampler fidelity differs between levels (see the warning above)"
+    tables.effects.loc[mark, "warning"] = [f"{w}; {note}" if w else note for w in tables.effects.loc[mark, "warning"]]
     return tables

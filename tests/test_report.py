@@ -97,6 +97,11 @@ def make_study(
                 {"name": "params", "value": 1e6},
                 {"name": "train_images_per_s", "value": 500.0 / (1 + s) + seed},
                 {"name": "mfu", "value": 0.3 + 0.01 * seed},
+                # the schedule's levels under a sampler uniform in t (issue 10's confound); the loss does not move it
+                {"name": "sampler_fidelity", "value": [0.585, 0.328][s], "unit": "fraction"},
+                {"name": "swd_baseline_data", "value": 1.0 + 0.01 * seed},
+                {"name": "swd_baseline_noise", "value": 30.0},
+                {"name": "swd_baseline_mean_image", "value": 12.0},
                 *[
                     {"name": "train_loss", "value": 1.0 / (step + 1) + 0.01 * seed + 0.05 * s + 0.02 * lo, "step": step}
                     for step in range(0, 20, 5)
@@ -148,7 +153,8 @@ def test_trials_csv_rows_and_columns(study_db):
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]
     assert len(body) == 12 + 3
-    metrics = ["fid", "flops_per_image", "kid", "mfu", "params", "swd", "swd_16", "swd_32", "train_images_per_s"]
+    metrics = ["fid", "flops_per_image", "kid", "mfu", "params", "sampler_fidelity", "swd", "swd_16", "swd_32"]
+    metrics += ["swd_baseline_data", "swd_baseline_mean_image", "swd_baseline_noise", "train_images_per_s"]
     guard = ["fid_basis", "fid_comparable", "kid_basis", "kid_comparable"]
     assert header == [
         "number",
@@ -249,6 +255,14 @@ def test_html_contents(study_db):
     assert "Diverged: non-finite loss at step 7 &lt;b&gt;bold?&lt;/b&gt;" in html and "<b>bold?" not in html
     assert "pruned at step 10" in html
     assert "Not comparable" not in html
+    # the sampler confound is flagged for the schedule (whose levels differ in fidelity), not for the loss
+    confound = html.split('class="warning fidelity"')
+    assert len(confound) == 3 and "levels of diffusion.schedule keep different fractions" in confound[1]
+    assert "0.585" in confound[1] and "0.328" in confound[1] and "diffusion.loss" not in confound[1]
+    assert "less than 0.85" in confound[2]
+    assert 'id="fidelity-table"' in html and 'id="calibration-table"' in html
+    calibration = html.split('id="calibration-table"')[1].split("</table>")[0]
+    assert "data (floor)" in calibration and "noise (ceiling)" in calibration and "mean image (ceiling)" in calibration
     for png in [
         "effect_diffusion.schedule_fid.png",
         "pareto_fid.png",
@@ -260,6 +274,13 @@ def test_html_contents(study_db):
         "samples/trial_0.png",
     ]:
         assert (out / png).is_file() and f'src="{png}"' in html, png
+
+
+def test_fidelity_warning_marks_the_confounded_factor_in_the_effects(study_db):
+    url, _ = study_db
+    effects = results.summary(url, "ablation")
+    flagged = effects[effects["warning"].str.contains("sampler fidelity", na=False)]
+    assert set(flagged["factor"]) == {"diffusion.schedule"}
 
 
 def test_hostile_study_name_is_escaped(tmp_path):

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from harness.checks import calibration_table
 from harness.report import data, plots
 from harness.store import Store
 from harness.summaries import StudyTables, summarize
@@ -120,6 +121,9 @@ def write_report(store: Store, study: str, out: Path) -> Path:
         n_trials=len(frame),
         n_complete=len(done),
         warnings=tables.warnings,
+        fidelity_warnings=tables.fidelity_warnings,
+        fidelity=table(tables.fidelity),
+        calibration=table(calibration_table(frame, frame["config"])),
         objectives=tables.objectives,
         factors=tables.factors,
         seed_key=tables.seed_key,
