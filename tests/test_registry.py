@@ -15,7 +15,7 @@ import components
 from components import REGISTRIES, ComponentError
 
 # (family, name) of entries that cannot build from defaults alone, with the fields they require
-NEEDS_PARAMETERS = {("dataset", "folder"): {"path"}}
+NEEDS_PARAMETERS = {("dataset", "folder"): {"path"}, ("dataset", "array"): {"path"}}
 
 ENTRIES = [(family, name) for family, registry in REGISTRIES.items() for name in sorted(registry)]
 FAMILIES = sorted(REGISTRIES)

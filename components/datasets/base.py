@@ -61,15 +61,9 @@ class ImageDataset(Dataset):
     @cached_property
     def fingerprint(self) -> str:
         """sha256 (hex) of the uint8 pixels, the labels and the resolution; stable across processes."""
-        h = hashlib.sha256()
-        h.update(f"image-dataset-v{FINGERPRINT_VERSION}:{list(self.images.shape)}:".encode())
+        h = fingerprint_start(list(self.images.shape))
         h.update(self.images.numpy().tobytes())
-        if self.labels is None:
-            h.update(b":unlabelled")
-        else:
-            h.update(b":labels:")
-            h.update(self.labels.numpy().astype("<i8").tobytes())
-        return h.hexdigest()
+        return fingerprint_finish(h, None if self.labels is None else self.labels.numpy())
 
     def split(self, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
         """Disjoint (train, holdout) index lists, each sorted; a pure function of (N, fraction, seed).
@@ -92,6 +86,23 @@ class ImageDataset(Dataset):
             f"ImageDataset(n={len(self)}, resolution={self.resolution}, channels={self.channels}, "
             f"num_classes={self.num_classes}, fingerprint={self.fingerprint[:12]})"
         )
+
+
+def fingerprint_start(shape: list[int]) -> hashlib._Hash:
+    """The hash ``ImageDataset.fingerprint`` feeds the images of ``shape`` into (C-order uint8 bytes next)."""
+    h = hashlib.sha256()
+    h.update(f"image-dataset-v{FINGERPRINT_VERSION}:{list(shape)}:".encode())
+    return h
+
+
+def fingerprint_finish(h: hashlib._Hash, labels: np.ndarray | None) -> str:
+    """Add the labels (or their absence) to a hash of the images; the hex digest."""
+    if labels is None:
+        h.update(b":unlabelled")
+    else:
+        h.update(b":labels:")
+        h.update(np.asarray(labels).astype("<i8").tobytes())
+    return h.hexdigest()
 
 
 def cache_file(cache_dir: str | None, name: str) -> Path | None:
