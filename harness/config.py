@@ -32,8 +32,8 @@ class DiffusionSpec(Strict):
 class TrainSpec(Strict):
     steps: PositiveInt = 200  # optimizer steps
     batch_size: PositiveInt = 32  # images per step
-    lr: float = Field(3e-4, gt=0)  # peak AdamW learning rate
-    warmup_steps: int = Field(20, ge=0)  # linear warm-up from 0 to lr
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"  # peak AdamW lr; auto: scaled (harness/recipes.py)
+    warmup_steps: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # linear warm-up; auto: 10 % of steps
     weight_decay: float = Field(0.0, ge=0)
     betas: list[float] = Field([0.9, 0.99], min_length=2, max_length=2)
     grad_clip: float | None = Field(2.0, gt=0)  # relative: x running mean grad norm; absolute: norm; null: off

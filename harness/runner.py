@@ -24,6 +24,7 @@ from harness.errors import TrialFailed
 from harness.metrics import METRICS, EvalContext, FidOptions, PeakMemory, ThroughputMeter
 from harness.metrics.features import write_folder
 from harness.metrics.fidelity import fidelity_values
+from harness.recipes import recipe_values, train_settings
 from harness.train import to_float, train
 
 
@@ -172,7 +173,7 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
         images[train_idx.to(device)],
         labels[train_idx.to(device)] if labels is not None else None,
         dataset.num_classes,
-        config["train"],
+        train_settings(config),
         device,
         workdir / "checkpoint",
         seed,
@@ -182,6 +183,7 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
     result.artifacts.append(("checkpoint", str(workdir / "checkpoint" / "latest.pt")))
     result.metrics += [{"name": "train_loss", "value": v, "step": s} for s, v in trained.curve]
     result.metrics.append({"name": "resumed_from_step", "value": trained.resumed_from, "unit": "step"})
+    result.metrics += recipe_values(config)
     clip_attrs = {**trained.stats["grad_clip"], "steps": trained.steps}
     result.metrics.append(
         {

@@ -18,6 +18,7 @@ import yaml
 
 from harness.errors import UsageError, cli_main
 from harness.metrics.fidelity import FIDELITY_STDS, GUARD_STD, fidelity_by_std, guard_problems
+from harness.recipes import recipe
 from harness.space import cell_labels, grid_cells
 from harness.storage import check_storage_url, resolve_storage, sqlite_path
 from harness.studyfile import LoadedStudy, load_study
@@ -77,6 +78,8 @@ def print_dry_run(loaded: LoadedStudy, storage: str) -> None:
         shown = " / ".join(f"{kept[s]:.3f}" for s in FIDELITY_STDS)
         print(f"\n# trial {i}: {labels or '(base configuration)'}")
         print(f"# sampler fidelity (variance kept at s = {', '.join(map(str, FIDELITY_STDS))}): {shown}")
+        found = recipe(config)
+        print(f"# lr {found['lr']:.3g} ({found['lr_rule']}), warm-up {found['warmup_steps']} ({found['warmup_rule']})")
         print(yaml.safe_dump(config, sort_keys=False).rstrip())
 
 

@@ -128,8 +128,12 @@ def train(
     """
     network = denoiser.network
     steps, batch = cfg["steps"], cfg["batch_size"]
-    opt = torch.optim.AdamW(
-        network.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"]
+    opt = torch.optim.AdamW(  # fused: one kernel for every parameter on CUDA (same update, fewer launches)
+        network.parameters(),
+        lr=cfg["lr"],
+        betas=tuple(cfg["betas"]),
+        weight_decay=cfg["weight_decay"],
+        fused=device.type == "cuda",
     )
     warmup = cfg["warmup_steps"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)

@@ -14,7 +14,7 @@ from harness.studyfile import load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = sorted((ROOT / "tests" / "invalid_studies").glob("*.yaml"))
-STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+STUDIES = sorted((ROOT / "studies").rglob("*.yaml"))  # studies/gpu/ included
 
 
 def expected_key(path: Path) -> str:
@@ -69,13 +69,13 @@ def test_unreadable_study_paths(target: str, needle: str, tmp_path: Path, capsys
     assert err.count("\n") == 1 and path.name in err and needle in err
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.relative_to(ROOT / "studies").as_posix())
 def test_every_study_validates(path: Path):
     loaded = load_study(path)
-    assert loaded.name == path.stem
+    assert loaded.name == "_".join(path.relative_to(ROOT / "studies").with_suffix("").parts)
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.relative_to(ROOT / "studies").as_posix())
 def test_every_study_passes_the_sampler_fidelity_guard(path: Path):
     """Issue 10: at s = 0.1 every arm keeps at least 0.85 of the variance and arms differ by at most 0.02."""
     from harness.metrics.fidelity import GUARD_STD, fidelity_by_std

@@ -94,6 +94,11 @@ class NetworkSpec(Component):
                 merged[key] = value
         return merged
 
+    def core_width(self) -> int:  # pragma: no cover - overridden
+        """Channels of the lowest-resolution part, where the capacity is (simple diffusion Sec. 4: scale at
+        16 x 16): the U-Net's bottom width, the U-ViT's transformer width. Training recipes scale with it."""
+        raise NotImplementedError
+
     def check(self, config: dict[str, Any]) -> None:  # pragma: no cover - overridden
         """Raise ValueError (message starting with the key) when ``config`` does not fit the grid."""
 

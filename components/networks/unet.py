@@ -127,6 +127,9 @@ class UNet(NetworkSpec):
         """Feature-map side of each level, finest first."""
         return halvings(self.grid, config["bottom_resolution"])
 
+    def core_width(self) -> int:
+        return int(self.config()["widths"][-1])
+
     def check(self, config: dict) -> None:
         if len(config["widths"]) != len(config["blocks"]):
             raise ValueError("blocks: needs one entry per entry of widths")

@@ -114,6 +114,9 @@ class UViT(NetworkSpec):
         all_sides = halvings(self.grid, config["transformer_resolution"])
         return all_sides[:-1], all_sides[-1]
 
+    def core_width(self) -> int:
+        return int(self.config()["width"])
+
     def check(self, config: dict) -> None:
         if len(config["widths"]) != len(config["blocks"]):
             raise ValueError("blocks: needs one entry per entry of widths")
