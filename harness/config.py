@@ -17,10 +17,13 @@ ComponentSpec = str | dict[str, Any]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: ``1e400`` (inf) and ``.nan`` are errors wherever a number is expected
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's and Optuna's samplers take seeds below 2^32
+Beta = Annotated[float, Field(ge=0, lt=1)]  # an AdamW moment decay
 
 
 class DiffusionSpec(Strict):
@@ -35,7 +38,7 @@ class TrainSpec(Strict):
     lr: float = Field(3e-4, gt=0)  # peak AdamW learning rate
     warmup_steps: int = Field(20, ge=0)  # linear warm-up from 0 to lr
     weight_decay: float = Field(0.0, ge=0)
-    betas: list[float] = Field([0.9, 0.99], min_length=2, max_length=2)
+    betas: list[Beta] = Field([0.9, 0.99], min_length=2, max_length=2)
     grad_clip: float | None = Field(1.0, gt=0)  # max global grad norm; null = no clipping
     ema_decay: float = Field(0.999, ge=0, lt=1)  # EMA of weights; the EMA model is evaluated
     label_dropout: float = Field(0.1, ge=0, le=1)  # class-conditional only: p(label -> null), for guidance
@@ -44,7 +47,7 @@ class TrainSpec(Strict):
     log_every: PositiveInt = 10  # steps between loss-curve points
     compile: bool = False  # torch.compile the network
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)  # the trial's seed; search over it for replicates
+    seed: Seed = 0  # the trial's seed; search over it for replicates
 
 
 class EvalSpec(Strict):
@@ -92,9 +95,9 @@ class Objective(Strict):
 class TrialConfig(Strict):
     """Everything one trial needs (the search space already merged in)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=512)  # the width of the name columns in the database
     storage: str | None = None
-    seed: int = Field(0, ge=0)  # study seed: data, sampler of the search, base of trial seeds
+    seed: Seed = 0  # study seed: data, sampler of the search, base of trial seeds
     dataset: ComponentSpec = {"name": "shapes", "resolution": 32}
     model: ComponentSpec = {"name": "uvit", "preset": "small"}
     diffusion: DiffusionSpec = DiffusionSpec()

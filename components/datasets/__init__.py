@@ -4,7 +4,7 @@
 PNG/JPEG images. See docs/datasets.md.
 """
 
-from components.datasets.base import DatasetError, ImageDataset
+from components.datasets.base import MIN_IMAGES, DatasetError, ImageDataset, OverLimit, ReadLimits
 from components.datasets.folder import Folder
 from components.datasets.shapes import SHAPE_TYPES, Shapes
 
@@ -13,4 +13,14 @@ DATASETS = {
     "folder": Folder,
 }
 
-__all__ = ["DATASETS", "SHAPE_TYPES", "DatasetError", "Folder", "ImageDataset", "Shapes"]
+__all__ = [
+    "DATASETS",
+    "MIN_IMAGES",
+    "SHAPE_TYPES",
+    "DatasetError",
+    "Folder",
+    "ImageDataset",
+    "OverLimit",
+    "ReadLimits",
+    "Shapes",
+]
