@@ -13,6 +13,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from harness.report import data, plots
+from harness.safe_text import frame_for_spreadsheet
 from harness.store import Store
 from harness.summaries import StudyTables, summarize
 
@@ -93,8 +94,9 @@ def write_report(store: Store, study: str, out: Path) -> Path:
     """Render ``study`` from ``store`` into ``out`` (created); returns the path of index.html."""
     tables = summarize(store, study)
     out.mkdir(parents=True, exist_ok=True)
-    tables.trial_csv().to_csv(out / TRIALS_FILE, index=False)
-    tables.effects.to_csv(out / SUMMARY_FILE, index=False)
+    # text cells a spreadsheet would run as formulas (a parameter value "=cmd|...") are quoted
+    frame_for_spreadsheet(tables.trial_csv()).to_csv(out / TRIALS_FILE, index=False)
+    frame_for_spreadsheet(tables.effects).to_csv(out / SUMMARY_FILE, index=False)
 
     frame = tables.trials.assign(config=data.config_labels(tables))
     done = frame[frame["state"] == "complete"]
