@@ -116,6 +116,14 @@ def format_pydantic(err: ValidationError, model: type[BaseModel]) -> tuple[str, 
         return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
 
     first_loc = clean(errors[0]["loc"])
+    # a union alternative that matched the value's type and failed inside it says the most (a range's bad
+    # "high", rather than "not a list")
+    deeper = [
+        e for e in errors if len(clean(e["loc"])) > len(first_loc) and clean(e["loc"])[: len(first_loc)] == first_loc
+    ]
+    if deeper:
+        errors = deeper + [e for e in errors if e not in deeper]
+        first_loc = clean(errors[0]["loc"])
     same = [e for e in errors if clean(e["loc"]) == first_loc]
     key = ".".join(str(p) for p in first_loc) or "(top level)"
     if errors[0]["type"] == "extra_forbidden":
@@ -166,6 +174,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         key, msg = format_pydantic(err, TrialConfig)
         raise UsageError(f"{key}: {msg}") from None
     out = trial.model_dump(mode="json")
+    limits.check_config(out)  # before building anything from the values (again below, defaults filled in)
     out["dataset"] = _resolve_component("dataset", "dataset", out["dataset"])
     res = out["dataset"].get("resolution")
     sized = {"resolution": res} if res else {}

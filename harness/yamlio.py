@@ -58,6 +58,10 @@ class TooLarge(yaml.YAMLError):
     pass
 
 
+class RecursiveAlias(yaml.YAMLError):
+    pass
+
+
 def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
@@ -68,7 +72,8 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 def expanded_size(root: yaml.Node, max_nodes: int) -> int:
     """Nodes of the document with every alias expanded (shared nodes counted each time they are used),
-    computed without expanding anything; raises TooLarge above ``max_nodes`` or for a recursive alias."""
+    computed without expanding anything; raises TooLarge above ``max_nodes``, RecursiveAlias for an anchor
+    used inside itself."""
     sizes: dict[int, int] = {}
     in_progress: set[int] = set()  # the ancestors of the node being expanded (an iterative DFS)
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
@@ -84,7 +89,7 @@ def expanded_size(root: yaml.Node, max_nodes: int) -> int:
         if key in sizes:
             continue
         if key in in_progress:
-            raise TooLarge("a recursive alias (an anchor used inside itself)")
+            raise RecursiveAlias("a recursive alias (an anchor used inside itself)")
         in_progress.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node) if id(child) not in sizes)

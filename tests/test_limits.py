@@ -131,3 +131,9 @@ def test_links_to_other_folders_are_followed_but_loops_are_refused(tmp_path):
     (tmp_path / "elsewhere" / "back").symlink_to(tmp_path / "data")
     with pytest.raises(ValueError, match="symbolic link loop"):
         Folder(path=str(tmp_path / "data"), resolution=16).probe(limits_)
+
+
+def test_every_limit_is_documented_in_the_readme():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in limits.LIMITS:
+        assert f"| `{limits.env_var(name)}` |" in readme, name
