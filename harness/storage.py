@@ -146,9 +146,11 @@ def schema_version(engine: Engine) -> int | None:
         return conn.execute(select(schema_table.c.version)).scalar()
 
 
-def check_schema_version(url: str, engine: Engine) -> None:
+def check_schema_version(url: str, engine: Engine, writer: bool) -> None:
+    """Refuse a database written by a newer harness (its tables may mean something else). An older one is
+    refused to readers; a writer leaves it to ``Store.ensure_schema`` (which upgrades it or refuses)."""
     version = schema_version(engine)
-    if version is None or version == SCHEMA_VERSION:
+    if version is None or version == SCHEMA_VERSION or (writer and version < SCHEMA_VERSION):
         return
     hint = "upgrade the harness to read it" if version > SCHEMA_VERSION else "it predates this harness"
     raise UsageError(
@@ -178,7 +180,7 @@ def open_store(storage: str | None, create: bool = True) -> Store:
             path.parent.mkdir(parents=True, exist_ok=True)
     with database_errors(url):
         store = Store(url, make_engine(url, read_only=not create))
-        check_schema_version(url, store.engine)
+        check_schema_version(url, store.engine, writer=create)
         if create:
             try:
                 store.ensure_schema()

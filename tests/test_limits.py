@@ -12,8 +12,11 @@ import pytest
 import yaml
 from hostile_fixtures import BASE_STUDY, image_folder, image_zip
 
+import components
 from components.datasets import Folder, ReadLimits
 from components.datasets import folder as folder_module
+from components.networks import NETWORKS
+from components.stems import STEMS
 from harness import limits
 from harness.config import RangeSpec
 from harness.errors import UsageError
@@ -137,3 +140,13 @@ def test_every_limit_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name in limits.LIMITS:
         assert f"| `{limits.env_var(name)}` |" in readme, name
+
+
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+@pytest.mark.parametrize("stem", sorted(STEMS))
+def test_parameters_counted_on_the_meta_device_equal_the_real_count(network, stem):
+    spec = resolve(
+        {"name": "x", "dataset": {"name": "shapes", "resolution": 32}, "model": {"name": network, "stem": stem}}
+    )
+    real = sum(p.numel() for p in components.build("network", spec["model"]).parameters())
+    assert count_params(json.dumps(spec["model"], sort_keys=True)) == real > 0
