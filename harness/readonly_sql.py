@@ -17,6 +17,7 @@ Time (``sql_seconds``) and rows (``sql_rows``) are bounded by ``harness.limits``
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import time
@@ -127,9 +128,10 @@ def _timed_out(seconds: int) -> UsageError:
 
 def run_sqlite(path: Path, statement: str) -> tuple[list[str], list[tuple]]:
     seconds, max_rows = limits.limit("sql_seconds"), limits.limit("sql_rows")
-    conn = connect_sqlite_read_only(path.resolve())
     deadline = time.monotonic() + seconds
+    conn = None
     try:
+        conn = connect_sqlite_read_only(path.resolve())
         conn.set_authorizer(_sqlite_authorizer)
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         cursor = conn.execute(statement)
@@ -143,7 +145,8 @@ def run_sqlite(path: Path, statement: str) -> tuple[list[str], list[tuple]]:
             text = f"only reading is allowed ({text})"
         raise UsageError(f"--sql: {text}") from None
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
 
 
 def run_postgres(url: str, statement: str) -> tuple[list[str], list[tuple]]:
@@ -171,11 +174,10 @@ def run_postgres(url: str, statement: str) -> tuple[list[str], list[tuple]]:
             text += " (on PostgreSQL --sql runs one SELECT or VALUES query)"
         raise UsageError(f"--sql: {text}") from None
     finally:
-        try:
+        with contextlib.suppress(psycopg.Error):  # a lost connection has nothing to roll back
             raw.driver_connection.rollback()
-        finally:
-            raw.close()
-            engine.dispose()
+        raw.close()
+        engine.dispose()
 
 
 def run_read_only(url: str, sql: str) -> tuple[list[str], list[tuple]]:

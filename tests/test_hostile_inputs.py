@@ -209,6 +209,11 @@ CASES = {
     "report_corrupt_sqlite": Case("report", reader("report", corrupt_database), "not a database"),
     "report_future_schema": Case("report", reader("report", lambda d: database(d, schema_version=2)), "version 2"),
     "report_postgres_refused": Case("report", reader("report", lambda d: REFUSED_URL), "storage postgresql://"),
+    "report_out_below_a_file": Case(
+        "report",
+        reader("report", database, "--out", "/dev/null/report"),
+        "--out: cannot create the folder /dev/null/report",
+    ),
     "report_postgres_silent": Case("report", reader("report", lambda d: SILENT_URL), "timeout", SILENT),
     # the query
     "query_storage_empty": Case("query", reader("query", lambda d: ""), "--storage: empty"),
