@@ -28,7 +28,8 @@ class ComponentError(ValueError):
 class Component(BaseModel):
     """Base of every component spec: frozen, unknown keys forbidden, parameters typed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    # allow_inf_nan=False: inf and nan are never a valid parameter (``1e400`` in YAML is inf)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
     _name: str = PrivateAttr(default="")  # the registry key it was built under
 
     def instantiate(self) -> Any:

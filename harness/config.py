@@ -17,10 +17,13 @@ ComponentSpec = str | dict[str, Any]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: ``1e400`` (inf) and ``.nan`` are errors wherever a number is expected
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's and Optuna's samplers take seeds below 2^32
+Beta = Annotated[float, Field(ge=0, lt=1)]  # an AdamW moment decay
 
 
 class DiffusionSpec(Strict):
@@ -35,7 +38,7 @@ class TrainSpec(Strict):
     lr: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"  # peak AdamW lr; auto: scaled (harness/recipes.py)
     warmup_steps: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"  # linear warm-up; auto: 10 % of steps
     weight_decay: float = Field(0.0, ge=0)
-    betas: list[float] = Field([0.9, 0.99], min_length=2, max_length=2)
+    betas: list[Beta] = Field([0.9, 0.99], min_length=2, max_length=2)
     grad_clip: float | None = Field(2.0, gt=0)  # relative: x running mean grad norm; absolute: norm; null: off
     grad_clip_mode: Literal["relative", "absolute"] = "relative"  # relative is loss-scale free (docs/training.md)
     ema_decay: float = Field(0.999, ge=0, lt=1)  # EMA of weights; the EMA model is evaluated
@@ -45,7 +48,7 @@ class TrainSpec(Strict):
     log_every: PositiveInt = 10  # steps between loss-curve points
     compile: bool = False  # torch.compile the network
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)  # the trial's seed; search over it for replicates
+    seed: Seed = 0  # the trial's seed; search over it for replicates
 
 
 class EvalSpec(Strict):
@@ -93,9 +96,9 @@ class Objective(Strict):
 class TrialConfig(Strict):
     """Everything one trial needs (the search space already merged in)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=512)  # the width of the name columns in the database
     storage: str | None = None
-    seed: int = Field(0, ge=0)  # study seed: data, sampler of the search, base of trial seeds
+    seed: Seed = 0  # study seed: data, sampler of the search, base of trial seeds
     dataset: ComponentSpec = {"name": "shapes", "resolution": 32}
     model: ComponentSpec = {"name": "uvit", "preset": "small"}
     diffusion: DiffusionSpec = DiffusionSpec()

@@ -11,11 +11,11 @@ import argparse
 import sys
 
 import pandas as pd
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from harness import results
 from harness.errors import UsageError, cli_main
+from harness.readonly_sql import run_read_only
+from harness.safe_text import frame_for_spreadsheet, frame_for_terminal
 from harness.storage import open_store
 
 
@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness.query", description=__doc__.split("\n\n")[1])
     parser.add_argument("--storage", help="database URL (default: $HARNESS_STORAGE or sqlite:///results/harness.db)")
     parser.add_argument("--study", help="study name (default: every study)")
-    parser.add_argument("--sql", help="a SELECT statement to run instead")
+    parser.add_argument("--sql", help="one SELECT statement to run instead (read-only)")
     parser.add_argument(
         "--summary", action="store_true", help="print the study's effects table (per factor and level; needs --study)"
     )
@@ -32,32 +32,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
-    if fmt == "csv":
-        return frame.to_csv(index=False)
+    """The frame as text. Table and CSV show stored control characters as visible escapes (a value in the
+    database must not drive the terminal), and CSV cells that a spreadsheet would run as formulas are
+    quoted (``harness.safe_text``); JSON escapes control characters by itself."""
     if fmt == "json":
         return frame.to_json(orient="records", date_format="iso", indent=2)
+    if fmt == "csv":
+        return frame_for_spreadsheet(frame_for_terminal(frame)).to_csv(index=False)
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
-        return frame.to_string(index=False) if len(frame) else "(no rows)"
+        return frame_for_terminal(frame).to_string(index=False) if len(frame) else "(no rows)"
 
 
 def run_sql(storage: str | None, sql: str) -> pd.DataFrame:
-    if not sql.lstrip().lower().startswith(("select", "with")):
-        raise UsageError("--sql: only SELECT (or WITH ... SELECT) statements are allowed")
+    """One read-only statement (``harness.readonly_sql``) against the existing database at ``storage``."""
     store = open_store(storage, create=False)
-    try:
-        with store.engine.connect() as conn:
-            result = conn.execute(text(sql))
-            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    except SQLAlchemyError as err:
-        raise UsageError(f"--sql: {str(err.orig if hasattr(err, 'orig') else err).splitlines()[0]}") from None
+    columns, rows = run_read_only(store.url, sql)
+    return pd.DataFrame.from_records(rows, columns=columns) if columns else pd.DataFrame()
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.sql and args.summary:
+    if args.sql is not None and args.summary:
         raise UsageError("--summary and --sql: give one of them")
-    if args.sql:
+    if args.sql is not None:
+        if not args.sql.strip():
+            raise UsageError("--sql: empty; give one SELECT statement")
         frame = run_sql(args.storage, args.sql)
     elif args.summary:
         if not args.study:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import sys
 from typing import Any
 
 import optuna
@@ -62,17 +64,28 @@ class Dimension:
             if len(set(map(repr, self.labels))) != len(self.labels):
                 raise ValueError("values repeat")
 
+    def check_grid(self) -> None:
+        """A grid axis is a list of values or a linear range with a step (ValueError otherwise)."""
+        if self.range is not None and self.range.step is None:
+            raise ValueError("a grid needs a list of values or a range with 'step'")
+        if self.range is not None and self.range.log:
+            raise ValueError("a grid cannot use a log range; list the values")
+
+    def size(self) -> int:
+        """How many values a grid axis has, computed without listing them (a range may hold 10^12)."""
+        self.check_grid()
+        if self.values is not None:
+            return len(self.values)
+        assert self.range is not None and self.range.step is not None
+        steps = (self.range.high - self.range.low) / self.range.step
+        return int(round(steps)) + 1 if math.isfinite(steps) else sys.maxsize
+
     def grid_values(self) -> list[Any]:
         """Every value of a grid axis; a range needs a step."""
         if self.values is not None:
             return self.values
         assert self.range is not None
-        if self.range.step is None:
-            raise ValueError("a grid needs a list of values or a range with 'step'")
-        if self.range.log:
-            raise ValueError("a grid cannot use a log range; list the values")
-        n = int(round((self.range.high - self.range.low) / self.range.step)) + 1
-        vals = [self.range.low + i * self.range.step for i in range(n)]
+        vals = [self.range.low + i * self.range.step for i in range(self.size())]
         return [int(round(v)) for v in vals] if self.range.is_int else vals
 
     def probe_values(self) -> list[Any]:

@@ -8,6 +8,7 @@ missing; a failed trial is recorded with its reason and the study goes on.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import sys
@@ -35,9 +36,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+MAX_SLUG = 100  # characters of a file or folder name made by ``slug`` (file systems allow 255 bytes)
+
+
 def slug(name: str) -> str:
-    """A directory name for a study name (names may hold any characters)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "study"
+    """A file or folder name for any text (study names, plot names): runs of characters other than letters,
+    digits and ``_.-`` become ``_``; a name that would be longer than ``MAX_SLUG`` characters (or empty) is
+    cut and gets a short hash of the whole text, so that long names stay distinct."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+    if clean and len(clean) <= MAX_SLUG:
+        return clean
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{clean[: MAX_SLUG - len(digest) - 1]}-{digest}" if clean else digest
 
 
 def cache_dir() -> Path:
@@ -95,6 +105,15 @@ def fidelity_notes(loaded: LoadedStudy) -> list[str]:
     return [f"sampler fidelity guard: {p}" for p in guard_problems(by_arm)]
 
 
+def storage_source(flag: str | None, loaded: LoadedStudy, study_file: str) -> str:
+    """Where the storage URL came from, for error messages (the order of ``resolve_storage``)."""
+    if flag:
+        return "--storage"
+    if loaded.spec.storage:
+        return f"{study_file}: storage"
+    return "$HARNESS_STORAGE" if os.environ.get("HARNESS_STORAGE") else "default storage"
+
+
 def print_notes(loaded: LoadedStudy) -> None:
     """Warnings found while validating (e.g. FID unavailable, the sampler-fidelity guard), printed once the
     input is known to be good."""
@@ -117,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded.spec.storage is not None:
         check_storage_url(loaded.spec.storage, f"{args.study}: storage")
     storage = resolve_storage(args.storage, loaded.spec.storage)
-    check_storage_url(storage, "--storage" if args.storage else f"{args.study}: storage")
+    check_storage_url(storage, storage_source(args.storage, loaded, args.study))
     if args.dry_run:
         print_dry_run(loaded, storage)
         print_notes(loaded)

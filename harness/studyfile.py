@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,28 +19,59 @@ from pydantic import BaseModel, ValidationError
 
 import components
 from components.registry import ComponentError, did_you_mean
+from harness import limits
 from harness.config import StudySpec, TrialConfig
 from harness.errors import UsageError, one_line
-from harness.space import Dimension, get_path, set_path
-from harness.yamlio import loads
+from harness.preflight import check_trials
+from harness.space import Dimension, get_path, grid_cells, set_path
+from harness.yamlio import TooLarge, loads
 
 _UNION_TAGS = ("str", "dict[str,any]", "list[any]", "RangeSpec", "int", "float", "bool", "none")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory, not a study file")
+def read_text_file(path: Path, max_bytes: int) -> str:
+    """The text of a regular file of at most ``max_bytes`` bytes (a FIFO, a device such as /dev/zero or a
+    symlink loop is an error, never read)."""
     try:
-        data = loads(path.read_text(encoding="utf-8"))
+        st = path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as err:
+        raise UsageError(f"{path}: cannot open: {err.strerror or err}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{path}: is a directory, not a study file")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{path}: not a regular file (a pipe, socket or device); give a study file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read: {err.strerror or err}") from None
+    if len(data) > max_bytes:
+        raise limits.exceeded("study_file_bytes", len(data), f"{path}: file size (bytes, at least)")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a text file (UTF-8)") from None
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML with the harness's rules (``harness.yamlio``) and its size limit; errors name ``where``."""
+    try:
+        return loads(text, max_nodes=limits.limit("yaml_nodes"))
+    except TooLarge as err:
+        raise UsageError(f"{where}: {err} ({limits.env_var('yaml_nodes')})") from None
+    except RecursionError:
+        raise UsageError(f"{where}: malformed YAML: nested too deeply") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise UsageError(f"{path}: malformed YAML: {where}{problem}") from None
+        raise UsageError(f"{where}: malformed YAML: {place}{problem}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    data = parse_yaml(read_text_file(path, limits.limit("study_file_bytes")), str(path))
     if data is None:
         raise UsageError(f"{path}: empty study file")
     if not isinstance(data, dict):
@@ -54,10 +87,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], path: Path) -> d
         key = key.strip()
         if not sep or not key or any(not p for p in key.split(".")):
             raise UsageError(f"{path}: --set {item!r}: expected KEY=VALUE with a dotted key path")
-        try:
-            value = loads(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise UsageError(f"{path}: --set {key}: value {raw!r} is not valid YAML") from None
+        value = parse_yaml(raw, f"{path}: --set {key}") if raw.strip() else None
         if key.startswith("search.space."):
             space = data.setdefault("search", {}).setdefault("space", {})
             if not isinstance(space, dict):
@@ -86,6 +116,14 @@ def format_pydantic(err: ValidationError, model: type[BaseModel]) -> tuple[str, 
         return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
 
     first_loc = clean(errors[0]["loc"])
+    # a union alternative that matched the value's type and failed inside it says the most (a range's bad
+    # "high", rather than "not a list")
+    deeper = [
+        e for e in errors if len(clean(e["loc"])) > len(first_loc) and clean(e["loc"])[: len(first_loc)] == first_loc
+    ]
+    if deeper:
+        errors = deeper + [e for e in errors if e not in deeper]
+        first_loc = clean(errors[0]["loc"])
     same = [e for e in errors if clean(e["loc"]) == first_loc]
     key = ".".join(str(p) for p in first_loc) or "(top level)"
     if errors[0]["type"] == "extra_forbidden":
@@ -136,6 +174,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         key, msg = format_pydantic(err, TrialConfig)
         raise UsageError(f"{key}: {msg}") from None
     out = trial.model_dump(mode="json")
+    limits.check_config(out)  # before building anything from the values (again below, defaults filled in)
     out["dataset"] = _resolve_component("dataset", "dataset", out["dataset"])
     res = out["dataset"].get("resolution")
     sized = {"resolution": res} if res else {}
@@ -151,6 +190,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     diff["loss"] = _resolve_component("diffusion.loss", "loss", diff["loss"])
     out["eval"]["sampler"] = _resolve_component("eval.sampler", "sampler", out["eval"]["sampler"])
     out["eval"]["fid"], out["eval"]["metrics"] = _resolve_metrics(out["eval"])
+    limits.check_config(out)
     return out
 
 
@@ -191,7 +231,8 @@ class LoadedStudy:
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> LoadedStudy:
-    """Read, override, validate and resolve a study file; every search value is checked here."""
+    """Read, override, validate and resolve a study file; every search value is checked here, and so is
+    what the trials need from this machine (datasets, device; ``harness.preflight``)."""
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides or [], path)
     try:
@@ -203,13 +244,16 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> LoadedSt
         base = resolve(spec.base_config())
     except UsageError as err:
         raise UsageError(f"{path}: {err}") from None
-    dims = _check_search(path, spec, base)
+    dims, configs = _check_search(path, spec, base)
     loaded = LoadedStudy(path, spec, base, dims)
     loaded.notes = _check_objectives(path, spec, base)
+    check_trials(path, configs)
     return loaded
 
 
-def _check_search(path: Path, spec: StudySpec, base: dict[str, Any]) -> list[Dimension]:
+def _check_search(path: Path, spec: StudySpec, base: dict[str, Any]) -> tuple[list[Dimension], list[dict]]:
+    """The search dimensions, and the resolved configs of every grid cell (tpe/random: of the base and of
+    each probe value); every one of them is validated here."""
     dims = []
     for key, values in spec.search.space.items():
         where = f"{path}: search.space.{key}"
@@ -222,31 +266,34 @@ def _check_search(path: Path, spec: StudySpec, base: dict[str, Any]) -> list[Dim
         try:
             dim = Dimension(key, values)
             if spec.search.sampler == "grid":
-                dim.grid_values()
+                dim.check_grid()
         except ValueError as err:
             raise UsageError(f"{where}: {err}") from None
         dims.append(dim)
     if spec.search.sampler != "grid" and spec.search.n_trials is None:
         raise UsageError(f"{path}: search.n_trials: required for the {spec.search.sampler} sampler")
+    limits.check("trials", spec.search.n_trials, f"{path}: search.n_trials")
     probe = LoadedStudy(path, spec, base, dims)
+    configs = [base]
     for dim in dims:
         for value in dim.probe_values():
             try:
-                probe.trial_config({dim.key: value})
+                configs.append(probe.trial_config({dim.key: value}))
             except UsageError as err:
                 shown = json.dumps(value, default=str)
                 raise UsageError(f"{path}: search.space.{dim.key}: value {shown} is invalid: {err}") from None
     if spec.search.sampler == "grid":
-        from harness.space import grid_cells
-
+        cells = math.prod(dim.size() for dim in dims)
+        limits.check("trials", cells, f"{path}: search.space (grid cells, the product of the axes' sizes)")
+        configs = []
         for cell in grid_cells(dims):
             try:
-                probe.trial_config(cell)
+                configs.append(probe.trial_config(cell))
             except UsageError as err:
                 raise UsageError(
                     f"{path}: search.space: the combination {json.dumps(cell)} is invalid: {err}"
                 ) from None
-    return dims
+    return dims, configs
 
 
 def _check_objectives(path: Path, spec: StudySpec, base: dict[str, Any]) -> list[str]:

@@ -1,5 +1,9 @@
 """YAML loading without YAML 1.1's traps: ``yes``/``no``/``on``/``off`` stay strings (only true/false
-are booleans), ``1e-5`` is a number, and a key written twice in one mapping is an error."""
+are booleans), ``1e-5`` is a number, and a key written twice in one mapping is an error.
+
+Aliases are allowed but bounded: the document's node graph is measured with every alias expanded before
+anything is constructed, so a "billion laughs" file (a few lines whose aliases expand to 10^9 nodes) is an
+error instead of a hang, and so is a recursive alias (``&a [*a]``)."""
 
 from __future__ import annotations
 
@@ -50,5 +54,57 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool 
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def loads(text: str) -> Any:
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+class TooLarge(yaml.YAMLError):
+    pass
+
+
+class RecursiveAlias(yaml.YAMLError):
+    pass
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def expanded_size(root: yaml.Node, max_nodes: int) -> int:
+    """Nodes of the document with every alias expanded (shared nodes counted each time they are used),
+    computed without expanding anything; raises TooLarge above ``max_nodes``, RecursiveAlias for an anchor
+    used inside itself."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()  # the ancestors of the node being expanded (an iterative DFS)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            in_progress.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > max_nodes:
+                raise TooLarge(f"more than {max_nodes} YAML nodes once aliases are expanded")
+            continue
+        if key in sizes:
+            continue
+        if key in in_progress:
+            raise RecursiveAlias("a recursive alias (an anchor used inside itself)")
+        in_progress.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def loads(text: str, max_nodes: int | None = None) -> Any:
+    """Parse one YAML document; with ``max_nodes``, refuse documents larger than that once expanded."""
+    loader = StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if max_nodes is not None:
+            expanded_size(node, max_nodes)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()

@@ -34,7 +34,9 @@ def test_corpus_is_large_enough():
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
-def test_invalid_study_file(path: Path, tmp_path: Path, capsys):
+def test_invalid_study_file(path: Path, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     db = tmp_path / "harness.db"
     code, out, err = run_cli([str(path), "--storage", f"sqlite:///{db}"], capsys)
     assert code == 2
@@ -45,6 +47,7 @@ def test_invalid_study_file(path: Path, tmp_path: Path, capsys):
     assert expected_key(path) in lines[0]
     assert "Traceback" not in err
     assert not db.exists(), "bad input must not create the database"
+    assert list(tmp_path.iterdir()) == [], "bad input must write nothing (no results folder, no cache)"
 
 
 @pytest.mark.parametrize(

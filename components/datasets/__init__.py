@@ -5,7 +5,7 @@ PNG/JPEG images; ``array`` memory-maps a set prepared by ``python -m harness.pre
 """
 
 from components.datasets.array import Array
-from components.datasets.base import DatasetError, ImageDataset
+from components.datasets.base import MIN_IMAGES, DatasetError, ImageDataset, OverLimit, ReadLimits
 from components.datasets.folder import Folder
 from components.datasets.shapes import SHAPE_TYPES, Shapes
 
@@ -15,4 +15,15 @@ DATASETS = {
     "array": Array,
 }
 
-__all__ = ["DATASETS", "SHAPE_TYPES", "Array", "DatasetError", "Folder", "ImageDataset", "Shapes"]
+__all__ = [
+    "DATASETS",
+    "MIN_IMAGES",
+    "SHAPE_TYPES",
+    "Array",
+    "DatasetError",
+    "Folder",
+    "ImageDataset",
+    "OverLimit",
+    "ReadLimits",
+    "Shapes",
+]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from components.datasets.base import DatasetError, ImageDataset
+from components.datasets.base import MIN_IMAGES, DatasetError, ImageDataset, ReadLimits
 from components.registry import Component
 
 FORMAT_VERSION = 1
@@ -30,10 +30,22 @@ class Array(Component):
     path: str  # the prepared directory
     resolution: int = Field(32, ge=1)  # must equal the prepared resolution (checked)
     labels: bool = False  # use labels.npy (the prepared set must have labels)
-    max_images: int | None = Field(None, ge=1)  # a deterministic pseudo-random subset (seed 0), in file order
+    max_images: int | None = Field(None, ge=MIN_IMAGES)  # a deterministic pseudo-random subset (seed 0), in file order
     cache_dir: str | None = None  # accepted for a uniform dataset interface; nothing is cached
 
-    def instantiate(self) -> ImageDataset:
+    def probe(self, limits: ReadLimits) -> int:
+        """A cheap check that ``instantiate`` will work: the directory, meta.json and the array's header
+        (nothing else is read). Returns the number of images ``instantiate`` loads."""
+        _, images = self._open()
+        n = images.shape[0]
+        if n > limits.images:
+            raise DatasetError("path", f"'{self.path}' holds {n} images, more than the limit {limits.images}")
+        if n < MIN_IMAGES:
+            raise DatasetError("path", f"'{self.path}' holds {n} image; at least {MIN_IMAGES} are needed")
+        return min(n, self.max_images or n)
+
+    def _open(self) -> tuple[dict, np.ndarray]:
+        """(meta.json, the memory-mapped images [N, 3, R, R]) after checking format, shape and resolution."""
         root = Path(self.path).expanduser()
         meta_path, images_path = root / "meta.json", root / "images.npy"
         if not root.is_dir() or not meta_path.is_file() or not images_path.is_file():
@@ -44,21 +56,24 @@ class Array(Component):
             images = np.load(images_path, mmap_mode="c", allow_pickle=False)
         except (OSError, ValueError) as err:
             raise DatasetError("path", f"cannot read '{self.path}': {type(err).__name__}: {err}") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise DatasetError("path", f"'{self.path}': format_version {meta.get('format_version')!r}, expected 1")
-        n = images.shape[0] if images.ndim else 0
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            raise DatasetError("path", f"'{self.path}': meta.json is not format_version {FORMAT_VERSION}")
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, *(2 * [images.shape[-1]])):
-            raise DatasetError(
-                "path", f"'{images_path}': expected uint8 [N, 3, R, R], got {images.dtype} {images.shape}"
-            )
+            raise DatasetError("path", f"'{images_path}': expected uint8 [N, 3, R, R], got {images.dtype} {images.shape}")
         if images.shape[-1] != self.resolution:
             found = f"'{self.path}' was prepared at {images.shape[-1]} px, not {self.resolution}"
             raise DatasetError("resolution", f"{found}; prepare it again with --resolution {self.resolution}")
+        if self.labels and not (root / "labels.npy").is_file():
+            raise DatasetError("labels", f"labels=True but '{self.path}' was prepared without labels")
+        return meta, images
+
+    def instantiate(self) -> ImageDataset:
+        meta, images = self._open()
+        n = images.shape[0]
         labels, class_names = None, None
         if self.labels:
-            if not (root / "labels.npy").is_file():
-                raise DatasetError("labels", f"labels=True but '{self.path}' was prepared without labels")
-            labels = torch.from_numpy(np.load(root / "labels.npy", allow_pickle=False).astype(np.int64))
+            labels = torch.from_numpy(np.load(Path(self.path).expanduser() / "labels.npy", allow_pickle=False))
+            labels = labels.to(torch.int64)
             class_names = list(meta.get("class_names") or [str(i) for i in range(int(labels.max()) + 1)])
         tensor = torch.from_numpy(images)
         subset = self.max_images is not None and self.max_images < n

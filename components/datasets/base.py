@@ -12,6 +12,7 @@ import hashlib
 import os
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -30,6 +31,28 @@ class DatasetError(ComponentError):
 
     def __init__(self, key: str, message: str):
         super().__init__("dataset", key, " ".join(str(message).split()))  # always one line
+
+
+class OverLimit(DatasetError):
+    """A dataset is above one of the ``ReadLimits``; ``limit`` is the name of that field."""
+
+    def __init__(self, key: str, message: str, limit: str):
+        super().__init__(key, message)
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What checking a dataset (``probe``) may find acceptable; the caller chooses the values (the harness
+    takes them from its limits table). Field names are the names of those limits."""
+
+    images: int  # image files listed (a folder or a zip's central directory)
+    file_bytes: int  # bytes of one image file; a zip member's uncompressed size
+    zip_ratio: int  # uncompressed / compressed size of one (large) zip member: a zip bomb above it
+    image_pixels: int  # width x height of one source image
+
+
+MIN_IMAGES = 2  # one held-out image (validation loss, FID reference) and one to train on
 
 
 class ImageDataset(Dataset):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from components.datasets.base import ImageDataset, cache_file, load_arrays, save_arrays
+from components.datasets.base import MIN_IMAGES, ImageDataset, ReadLimits, cache_file, load_arrays, save_arrays
 from components.registry import Component
 
 GENERATOR_VERSION = 1  # bump whenever the pixels a (seed, index) produces change
@@ -135,10 +135,14 @@ class Shapes(Component):
     """
 
     resolution: int = Field(32, ge=8)  # image side, pixels
-    num_images: int = Field(1024, ge=1)
+    num_images: int = Field(1024, ge=MIN_IMAGES)
     seed: int = Field(0, ge=0)
     labels: bool = False  # class = type of the largest shape
     cache_dir: str | None = None  # None: generate in memory, write nothing
+
+    def probe(self, limits: ReadLimits) -> int:
+        """Generated, so nothing to read: the number of images ``instantiate`` returns."""
+        return self.num_images
 
     def instantiate(self) -> ImageDataset:
         key = (

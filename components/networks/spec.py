@@ -22,7 +22,7 @@ class DropoutPlacement(BaseModel):
     ``max_resolution: null`` means every block; ``rate: 0`` means no dropout anywhere.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout probability in the chosen blocks
     max_resolution: int | None = Field(None, gt=0)  # feature-map side, pixels of the network's grid

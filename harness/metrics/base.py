@@ -26,7 +26,7 @@ class MetricError(ValueError):
 class FidOptions(BaseModel):
     """The study file's ``eval.fid`` section."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mode: Literal["clean", "legacy_tensorflow"] = "clean"  # clean-fid's resize/feature convention
     weights: str | None = None  # path of inception-2015-12-05.pt (TorchScript); None = look it up

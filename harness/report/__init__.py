@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.storage import open_store
+from harness.study import slug
 
 
 def render_report(storage: str | None, study: str, out: str | Path | None = None) -> Path:
@@ -15,14 +16,8 @@ def render_report(storage: str | None, study: str, out: str | Path | None = None
     from harness.report.render import write_report
 
     store = open_store(storage, create=False)
-    target = Path(out) if out is not None else Path("reports") / _safe_dir(study)
+    target = Path(out) if out is not None else Path("reports") / slug(study)
     return write_report(store, study, target)
-
-
-def _safe_dir(study: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", study).strip("._") or "study"
 
 
 __all__ = ["render_report"]

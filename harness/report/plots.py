@@ -21,6 +21,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from harness.report.data import pareto_mask  # noqa: E402
+from harness.study import slug  # noqa: E402
 from harness.summaries import StudyTables  # noqa: E402
 
 DPI = 96
@@ -45,10 +46,6 @@ class Figure:
 
 class Skip(Exception):
     """A plot cannot be drawn; the message says why."""
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "plot"
 
 
 def _save(fig: plt.Figure, out: Path, name: str) -> str:

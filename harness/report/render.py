@@ -13,7 +13,9 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from harness.checks import calibration_table
+from harness.errors import UsageError
 from harness.report import data, plots
+from harness.safe_text import frame_for_spreadsheet
 from harness.store import Store
 from harness.summaries import StudyTables, summarize
 
@@ -93,9 +95,13 @@ def _copy_samples(grids: pd.DataFrame, out: Path) -> tuple[list[dict], list[tupl
 def write_report(store: Store, study: str, out: Path) -> Path:
     """Render ``study`` from ``store`` into ``out`` (created); returns the path of index.html."""
     tables = summarize(store, study)
-    out.mkdir(parents=True, exist_ok=True)
-    tables.trial_csv().to_csv(out / TRIALS_FILE, index=False)
-    tables.effects.to_csv(out / SUMMARY_FILE, index=False)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out: cannot create the folder {out}: {err.strerror or err}") from None
+    # text cells a spreadsheet would run as formulas (a parameter value "=cmd|...") are quoted
+    frame_for_spreadsheet(tables.trial_csv()).to_csv(out / TRIALS_FILE, index=False)
+    frame_for_spreadsheet(tables.effects).to_csv(out / SUMMARY_FILE, index=False)
 
     frame = tables.trials.assign(config=data.config_labels(tables))
     done = frame[frame["state"] == "complete"]
