@@ -97,3 +97,16 @@ def test_array_dataset_errors(tmp_path):
         components.build("dataset", {"name": "array", "path": str(tmp_path / "p"), "resolution": 16, "labels": True})
     with pytest.raises(DatasetError, match="not a prepared dataset"):
         components.build("dataset", {"name": "array", "path": str(src), "resolution": 16})
+
+
+def test_array_probe_reads_only_the_header(tmp_path):
+    """The harness's up-front check (``probe``) sees a prepared set's size and format errors without loading it."""
+    from harness.limits import read_limits
+
+    src = image_folder(tmp_path / "src")
+    assert main([str(src), str(tmp_path / "p"), "--resolution", "16"]) == 0
+    spec = components.validate("dataset", {"name": "array", "path": str(tmp_path / "p"), "resolution": 16})
+    assert spec.probe(read_limits()) == 8
+    wrong = components.validate("dataset", {"name": "array", "path": str(tmp_path / "p"), "resolution": 32})
+    with pytest.raises(DatasetError, match="prepared at 16 px"):
+        wrong.probe(read_limits())

@@ -59,7 +59,8 @@ class Array(Component):
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             raise DatasetError("path", f"'{self.path}': meta.json is not format_version {FORMAT_VERSION}")
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, *(2 * [images.shape[-1]])):
-            raise DatasetError("path", f"'{images_path}': expected uint8 [N, 3, R, R], got {images.dtype} {images.shape}")
+            got = f"{images.dtype} {images.shape}"
+            raise DatasetError("path", f"'{images_path}': expected uint8 [N, 3, R, R], got {got}")
         if images.shape[-1] != self.resolution:
             found = f"'{self.path}' was prepared at {images.shape[-1]} px, not {self.resolution}"
             raise DatasetError("resolution", f"{found}; prepare it again with --resolution {self.resolution}")
