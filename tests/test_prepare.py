@@ -101,7 +101,7 @@ def test_array_dataset_errors(tmp_path):
 
 def test_array_probe_reads_only_the_header(tmp_path):
     """The harness's up-front check (``probe``) sees a prepared set's size and format errors without loading it."""
-    from harness.limits import read_limits
+    from harness.preflight import read_limits
 
     src = image_folder(tmp_path / "src")
     assert main([str(src), str(tmp_path / "p"), "--resolution", "16"]) == 0
