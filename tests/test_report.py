@@ -212,9 +212,8 @@ def test_effects_match_hand_computation(study_db):
         assert got["test"] == ("base" if "diff" not in want else "paired t")
         assert got["base_level"] == ("cosine" if factor == "diffusion.schedule" else "mse")
     same = results.summary(url, "ablation")
-    table["warning"] = (
-        table["warning"].astype(object).where(table["warning"].notna(), "")
-    )  # an empty string reads back from CSV as missing
+    for column in ("warning", "verdict"):  # an empty string reads back from CSV as missing
+        table[column] = table[column].astype(object).where(table[column].notna(), "")
     pd.testing.assert_frame_equal(same.reset_index(drop=True), table, check_dtype=False)
 
 
