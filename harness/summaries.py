@@ -33,16 +33,12 @@ from harness.checks import FIDELITY_COLUMNS, confounded_factors, fidelity_by_lev
 from harness.errors import UsageError
 from harness.results import scalar_metrics, trials_with_params
 from harness.space import label
-from harness.stats import (  # re-exported: callers import the intervals from here
-    CONFIDENCE,
-    paired_interval,
-    seeds_needed_paired,
-    seeds_needed_welch,
-    t_interval,
-    welch_interval,
-)
+from harness.stats import CONFIDENCE as CONFIDENCE  # re-exported: callers import the intervals from here
+from harness.stats import paired_interval, seeds_needed_paired, seeds_needed_welch, welch_interval
+from harness.stats import t_interval as t_interval
 from harness.store import Store
 from harness.verdicts import VERDICT_COLUMNS, add_verdicts, verdicts
+
 # attrs that must agree for two values of a sample-based metric (FID, KID, ...) to be compared; others
 # (a cache hit, KID's subset seed, a weights file's path) may differ without harm
 BASIS_KEYS = (
@@ -376,6 +372,6 @@ def summarize(store: Store, study: str) -> StudyTables:
     tables.fidelity = fidelity_by_level(frame, factors, levels)
     tables.fidelity_warnings = fidelity_warnings(tables.fidelity)
     mark = tables.effects["factor"].isin(confounded_factors(tables.fidelity))
-    note = "sampler fidelity differs between levels (see the warning above)"
+    note = "sampler fidelity differs between levels (see the sampler fidelity warning)"
     tables.effects.loc[mark, "warning"] = [f"{w}; {note}" if w else note for w in tables.effects.loc[mark, "warning"]]
     return tables

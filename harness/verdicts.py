@@ -16,7 +16,9 @@ import pandas as pd
 
 from harness.stats import ALPHA, MAX_SEEDS, POWER
 
-VERDICT_COLUMNS = ["rel_diff", "rel_diff_ci_low", "rel_diff_ci_high", "resolved", "seeds_needed", "best_level", "verdict"]
+VERDICT_COLUMNS = [
+    "rel_diff", "rel_diff_ci_low", "rel_diff_ci_high", "resolved", "seeds_needed", "best_level", "verdict",
+]  # fmt: skip
 SUMMARY_COLUMNS = [  # one row per (factor, objective), as the report's verdict block and --summary show it
     "factor", "objective", "direction", "best_level", "base_level", "level", "base_mean", "mean", "diff",
     "diff_ci_low", "diff_ci_high", "rel_diff", "rel_diff_ci_low", "rel_diff_ci_high", "p_value", "test",
