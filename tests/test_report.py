@@ -402,10 +402,19 @@ def test_report_of_a_real_tiny_study(tmp_path, monkeypatch):
             (d.mean(), d.mean() - half, d.mean() + half)
         )
     html = (out / "index.html").read_text()
-    assert (
-        "Metrics recorded as unavailable" in html and "<strong>fid</strong> (trials " in html
-    )  # no Inception weights offline
+    assert "Metrics recorded as unavailable" in html and "<strong>fid</strong>, " in html  # no Inception weights
+    assert html.count("no Inception weights for FID/KID") == 1  # the how-to once, for every metric it concerns
     assert "effect_diffusion.schedule_val_loss.png" in html and (out / "train_loss.png").is_file()
+    assert 'id="verdict-list"' in html and html.index('id="verdict"') < html.index('id="effects"')
+    # every timing carries the load it was measured under; identical networks: no throughput plot, a note instead
+    metrics = Store(url).metrics("tiny_report")
+    for name in ("train_images_per_s", "sample_images_per_s", "mfu"):
+        for text in metrics.loc[metrics["name"] == name, "attrs_json"]:
+            attrs = json.loads(text)
+            assert (
+                attrs["other_load_cores"] >= 0 and attrs["torch_threads"] >= 1 and attrs["under_load"] in (True, False)
+            )
+    assert "throughput.png" not in html and "its levels run identical networks" in html
 
 
 def test_a_different_reference_set_is_a_different_basis():
