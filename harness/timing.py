@@ -78,6 +78,12 @@ def _signature(done: pd.DataFrame) -> pd.Series | None:
     return done[columns].apply(pd.to_numeric, errors="coerce").round(6).astype(str).agg("|".join, axis=1)
 
 
+def _recorded(rows: pd.DataFrame) -> pd.Series:
+    """True for rows whose training timing recorded whether it was under load (older databases did not)."""
+    flags = rows.get("train_under_load", pd.Series(pd.NA, index=rows.index, dtype=object))
+    return flags.map(lambda v: v is True or v is False)
+
+
 def same_network(done: pd.DataFrame, factor: str, others: Sequence[str]) -> bool | None:
     """Whether ``factor``'s levels run identical networks: within every combination of the other factors, one
     value of FLOPs per image and parameter count. None when neither was recorded."""
@@ -115,7 +121,7 @@ def timing_table(frame: pd.DataFrame) -> pd.DataFrame:
         row["torch threads"] = ", ".join(threads) or "not recorded"
         flags = [loaded(group, m) for m in ("train_images_per_s", "sample_images_per_s")]
         count = int((flags[0] | flags[1]).sum())
-        known = group.get("train_under_load", pd.Series(dtype=object)).map(lambda v: v is not pd.NA).any()
+        known = _recorded(group).any()
         row["under load"] = f"{count} of {len(group)}" if known else "not recorded"
         rows.append(row)
     return pd.DataFrame(rows, columns=TIMING_COLUMNS)
@@ -195,7 +201,7 @@ def _fmt(value: float, metric: str) -> str:
 def load_summary(frame: pd.DataFrame) -> str:
     """One sentence on how many complete trials were timed under load (empty when none or not recorded)."""
     done = frame[frame["state"] == "complete"]
-    if "train_under_load" not in done.columns or not done["train_under_load"].map(lambda v: v is not pd.NA).any():
+    if not _recorded(done).any():
         return ""
     hit = loaded(done, "train_images_per_s") | loaded(done, "sample_images_per_s")
     if not hit.any():

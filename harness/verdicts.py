@@ -145,7 +145,8 @@ def headline(row: dict[str, Any]) -> str:
     if not pd.isna(row["p_value"]):
         parts.append(f"p = {row['p_value']:.2g}")
     pairs = int(row["n_pairs"] or 0)
-    parts.append(f"{pairs} paired seeds" if pairs else f"{int(row['n'])} trials vs the base's {int(row['base_n'])} (Welch)")
+    welch = f"{int(row['n'])} trials vs the base's {int(row['base_n'])} (Welch)"
+    parts.append(f"{pairs} paired seeds" if pairs else welch)
     text = ", ".join(parts) + f": {row['verdict']}."
     if row.get("warning"):
         text += f" Caution: {row['warning']}."
