@@ -340,6 +340,13 @@ def test_query_summary_prints_the_effects(study_db, capsys):
     assert query_main(["--storage", url, "--study", "ablation", "--summary", "--format", "json"]) == 0
     printed = pd.DataFrame(json.loads(capsys.readouterr().out))
     assert len(printed) == 4 and set(printed["test"]) == {"base", "paired t"}
+    assert {"rel_diff", "resolved", "seeds_needed", "best_level", "verdict"} <= set(printed.columns)
+    assert query_main(["--storage", url, "--study", "ablation", "--summary"]) == 0
+    table = capsys.readouterr().out
+    head = table.split("\n\n")[0].splitlines()  # the verdict sentences come first, as on the page
+    assert head[0] == "Verdict (per factor and objective):" and len(head) == 3
+    assert list(results.verdicts(url, "ablation")["headline"]) == [line.strip() for line in head[1:]]
+    assert "paired t" in table.split("\n\n", 1)[1]  # then the effects table
     assert query_main(["--storage", url, "--summary"]) == 2
     assert "--summary" in capsys.readouterr().err
 
