@@ -1,7 +1,8 @@
 """``python -m harness.query [--storage URL] [--study NAME] [--sql "SELECT ..."] [--summary] [--format table|csv|json]``
 
 Prints one row per trial (the frame of ``harness.results.load``), the effects table of a study
-(``--summary``: the numbers of the report's summary.csv, from ``harness.results.summary``), or the result
+(``--summary``: the numbers of the report's summary.csv, from ``harness.results.summary``, with its verdict
+columns; as a table, preceded by one verdict sentence per factor and objective), or the result
 of a read-only SQL query against the same database (Optuna's tables and the ``harness_`` tables).
 """
 
@@ -25,7 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--study", help="study name (default: every study)")
     parser.add_argument("--sql", help="one SELECT statement to run instead (read-only)")
     parser.add_argument(
-        "--summary", action="store_true", help="print the study's effects table (per factor and level; needs --study)"
+        "--summary",
+        action="store_true",
+        help="print the study's verdicts and effects table (per factor and level; needs --study)",
     )
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return parser.parse_args(argv)
@@ -63,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.study:
             raise UsageError("--summary: needs --study NAME")
         frame = results.summary(args.storage, args.study)
+        if args.format == "table":  # the verdict sentences first, as the report opens with them
+            lines = results.verdicts(args.storage, args.study)["headline"]
+            sys.stdout.write("Verdict (per factor and objective):\n" + "".join(f"  {h}\n" for h in lines) + "\n")
     else:
         frame = results.load(args.storage, args.study)
         if args.study and frame.empty:

@@ -58,7 +58,18 @@ def curves(storage: str | None = None, study: str | None = None, name: str = "tr
 def summary(storage: str | None, study: str) -> pd.DataFrame:
     """The effects table of ``study`` (``harness.summaries.EFFECT_COLUMNS``): per searched factor (the seed
     axis excluded), per level and objective: mean, std, n, 95% t interval, and the difference to the base
-    level with its interval (paired t when seeds match, else Welch). The report shows the same frame."""
+    level with its interval (paired t when seeds match, else Welch), and the verdict columns (relative
+    difference, resolved, seeds per arm that would resolve it, best level, sentence). The report shows the
+    same frame."""
     from harness.summaries import summarize  # summaries builds on this module
 
     return summarize(open_store(storage, create=False), study).effects
+
+
+def verdicts(storage: str | None, study: str) -> pd.DataFrame:
+    """The verdict of ``study`` (``harness.verdicts.SUMMARY_COLUMNS``), one row per factor and objective: the
+    best level against the base, absolute and relative difference with its 95% interval, p, paired seeds,
+    resolved or about how many seeds per arm would resolve it, and that as a sentence (``headline``)."""
+    from harness.summaries import summarize  # summaries builds on this module
+
+    return summarize(open_store(storage, create=False), study).verdicts()

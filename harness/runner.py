@@ -21,7 +21,7 @@ from components.denoiser import Denoiser
 from components.schedules import alpha_sigma
 from harness.calibration import calibration_values
 from harness.errors import TrialFailed
-from harness.metrics import METRICS, EvalContext, FidOptions, PeakMemory, ThroughputMeter
+from harness.metrics import METRICS, EvalContext, FidOptions, LoadMeter, PeakMemory, ThroughputMeter
 from harness.metrics.features import write_folder
 from harness.metrics.fidelity import fidelity_values
 from harness.recipes import recipe_values, train_settings
@@ -121,7 +121,7 @@ class SampleCache:
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
         meter = ThroughputMeter(self.device, warmup=1)
         chunks, left = [], ev["num_samples"]
-        wall0 = time.perf_counter()
+        wall0, load = time.perf_counter(), LoadMeter()  # the machine load the throughput was measured under
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         with PeakMemory(self.device) as memory, autocast:
             while left > 0:
@@ -147,6 +147,7 @@ class SampleCache:
             sample_peak_memory_bytes=memory.peak_bytes,
             wall_s_sample=time.perf_counter() - wall0,
             sampler_steps=steps,
+            **load.stats("sample"),  # sample_other_load_cores, sample_torch_threads, sample_cpu_count
         )
         return torch.cat(chunks)
 

@@ -12,6 +12,11 @@ Statistics (docs/reports.md says more):
   *Paired*: when the level's trials and the base's trials match one-to-one on every other searched
   parameter (the seed included), the differences of matched pairs get a one-sample t interval.
   *Welch*: otherwise, the difference of means gets Welch's unequal-variance t interval.
+- The verdict (``harness.verdicts``): the difference relative to the base mean, whether its interval
+  excludes 0 ("resolved") and, if not, about how many seeds per arm would resolve a difference of this size
+  (``harness.stats``: power of the same t test at the observed spread, alpha 0.05, power 0.8).
+
+The intervals live in ``harness.stats`` and are re-exported here for the callers that import them from here.
 """
 
 from __future__ import annotations
@@ -23,15 +28,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from harness.checks import FIDELITY_COLUMNS, confounded_factors, fidelity_by_level, fidelity_warnings
 from harness.errors import UsageError
 from harness.results import scalar_metrics, trials_with_params
 from harness.space import label
+from harness.stats import CONFIDENCE as CONFIDENCE  # re-exported: callers import the intervals from here
+from harness.stats import paired_interval, seeds_needed_paired, seeds_needed_welch, welch_interval
+from harness.stats import t_interval as t_interval
 from harness.store import Store
+from harness.verdicts import VERDICT_COLUMNS, add_verdicts, verdicts
 
-CONFIDENCE = 0.95
 # attrs that must agree for two values of a sample-based metric (FID, KID, ...) to be compared; others
 # (a cache hit, KID's subset seed, a weights file's path) may differ without harm
 BASIS_KEYS = (
@@ -61,6 +68,7 @@ EFFECT_COLUMNS = [
     "n_pairs",
     "comparable",
     "warning",
+    *VERDICT_COLUMNS,  # harness.verdicts: relative difference, resolved, seeds needed, best level, sentence
 ]
 
 
@@ -184,48 +192,7 @@ def comparability_warnings(distinct: Mapping[str, list[str]]) -> list[str]:
     ]
 
 
-# -- statistics ---------------------------------------------------------------------------------------
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
-    """(mean, std, ci_low, ci_high) with a Student-t interval; std and CI are NaN for n < 2."""
-    x = np.asarray(values, dtype=float)
-    if len(x) == 0:
-        return (np.nan,) * 4
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, np.nan, np.nan, np.nan
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1)) * std / np.sqrt(len(x))
-    return mean, std, mean - half, mean + half
-
-
-def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, ...]:
-    """mean(a) - mean(b): (diff, ci_low, ci_high, p_value) by Welch's t; NaN CI when a side has n < 2."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, np.nan, np.nan, np.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = np.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff, (1.0 if diff == 0 else 0.0)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    p = float(2 * stats.t.sf(abs(diff) / se, df))
-    return diff, diff - half, diff + half, p
-
-
-def paired_interval(d: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, ...]:
-    """Mean of paired differences ``d``: (diff, ci_low, ci_high, p_value) by a one-sample t."""
-    d = np.asarray(d, dtype=float)
-    mean, std, low, high = t_interval(d, confidence)
-    if len(d) < 2:
-        return mean, np.nan, np.nan, np.nan
-    if std == 0:
-        return mean, mean, mean, (1.0 if mean == 0 else 0.0)
-    p = float(2 * stats.t.sf(abs(mean) / (std / np.sqrt(len(d))), len(d) - 1))
-    return mean, low, high, p
-
-
+# -- effects -----------------------------------------------------------------------------------------
 def _keyed(rows: pd.DataFrame, keys: list[str], metric: str) -> pd.Series | None:
     """Values indexed by the other parameters; None when a key repeats (no one-to-one pairing)."""
     if not keys:
@@ -269,7 +236,8 @@ def effects(
             base_level = next((lv for lv in order if len(by_level[lv])), order[0] if order else None)
             for level in order:
                 rows.append(_effect_row(factor, level, base_level, obj, by_level, others, metric))
-    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+    table = pd.DataFrame(rows, columns=[c for c in EFFECT_COLUMNS if c not in VERDICT_COLUMNS] + ["seeds_needed"])
+    return add_verdicts(table)[EFFECT_COLUMNS]
 
 
 def _effect_row(factor, level, base_level, obj, by_level, others, metric) -> dict[str, Any]:
@@ -295,6 +263,7 @@ def _effect_row(factor, level, base_level, obj, by_level, others, metric) -> dic
         "n_pairs": 0,
         "comparable": True,
         "warning": "",
+        "seeds_needed": pd.NA,  # seeds per arm that would resolve a difference of this size (harness.stats)
     }
     basis_col = f"{metric}_basis"
     if basis_col in here.columns:
@@ -309,11 +278,15 @@ def _effect_row(factor, level, base_level, obj, by_level, others, metric) -> dic
         d = a - b.reindex(a.index)
         row["diff"], row["diff_ci_low"], row["diff_ci_high"], row["p_value"] = paired_interval(d)
         row["test"], row["n_pairs"] = "paired t", len(d)
+        needed = seeds_needed_paired(float(d.std(ddof=1)), row["diff"])
     else:
         row["diff"], row["diff_ci_low"], row["diff_ci_high"], row["p_value"] = welch_interval(
             here[metric], base[metric]
         )
         row["test"] = "Welch t"
+        spread = [float(np.std(v, ddof=1)) if len(v) > 1 else np.nan for v in (here[metric], base[metric])]
+        needed = seeds_needed_welch(*spread, row["diff"])
+    row["seeds_needed"] = pd.NA if needed is None else needed
     return row
 
 
@@ -343,6 +316,10 @@ class StudyTables:
         """trials.csv: number, state, parameters, metrics (+ comparability flags), duration, error."""
         guard = [c for m in self.bases for c in (f"{m}_basis", f"{m}_comparable")]
         return ["trial_number", "state", *self.params, *self.metric_names, *guard, "duration_s", "error"]
+
+    def verdicts(self) -> pd.DataFrame:
+        """One row per (factor, objective): the best level against the base (``harness.verdicts.verdicts``)."""
+        return verdicts(self.effects)
 
     def trial_csv(self) -> pd.DataFrame:
         return self.trials[self.csv_columns()].rename(columns={"trial_number": "number"})
@@ -395,6 +372,6 @@ def summarize(store: Store, study: str) -> StudyTables:
     tables.fidelity = fidelity_by_level(frame, factors, levels)
     tables.fidelity_warnings = fidelity_warnings(tables.fidelity)
     mark = tables.effects["factor"].isin(confounded_factors(tables.fidelity))
-    note = "sampler fidelity differs between levels (see the warning above)"
+    note = "sampler fidelity differs between levels (see the sampler fidelity warning)"
     tables.effects.loc[mark, "warning"] = [f"{w}; {note}" if w else note for w in tables.effects.loc[mark, "warning"]]
     return tables

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from components.denoiser import Denoiser
 from harness.errors import Diverged
-from harness.metrics import PeakMemory, ThroughputMeter
+from harness.metrics import LoadMeter, PeakMemory, ThroughputMeter
 
 
 @dataclass
@@ -180,7 +180,7 @@ def train(
     network.train()
     n = images.shape[0]
     running, count = 0.0, 0
-    wall0 = time.perf_counter()
+    wall0, load = time.perf_counter(), LoadMeter()  # the machine load the throughput was measured under
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train", leave=False)
     with PeakMemory(device) as memory:
         for step in bar:
@@ -217,6 +217,7 @@ def train(
         "train_seconds_per_step": meter.seconds_per_step,
         "train_peak_memory_bytes": memory.peak_bytes,
         "wall_s_train": time.perf_counter() - wall0,
+        **load.stats("train"),  # train_other_load_cores, train_torch_threads, train_cpu_count
         "batch_size": batch,
         "grad_clip_fraction": clip.clipped / steps,
         "grad_clip": {"mode": cfg["grad_clip_mode"], "threshold": cfg["grad_clip"]},

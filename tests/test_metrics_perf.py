@@ -169,3 +169,55 @@ def test_mfu_above_one_is_measured_again_or_unavailable(tmp_path, monkeypatch):
 def test_every_metric_builds_from_defaults(name):
     spec = validate_spec("metric", METRICS, name)
     assert spec.name == name and callable(spec.compute) and spec.outputs
+
+
+def test_load_meter_is_other_cpu_time_over_wall_time(monkeypatch):
+    """The arithmetic, with the counters replaced: 3 s of CPU machine-wide, 1 s of it ours, over 2 s of wall time
+    is 1 core's worth of other load."""
+    clock = {"own": 10.0, "system": 100.0, "wall": 50.0}
+    monkeypatch.setattr(perf, "own_cpu_s", lambda: clock["own"])
+    monkeypatch.setattr(perf, "system_cpu_s", lambda: clock["system"])
+    monkeypatch.setattr(perf.time, "perf_counter", lambda: clock["wall"])
+    meter = perf.LoadMeter()
+    clock.update(own=11.0, system=103.0, wall=52.0)
+    stats = meter.stats("train")
+    assert stats["train_other_load_cores"] == pytest.approx(1.0)
+    assert stats["train_torch_threads"] == torch.get_num_threads() and stats["train_cpu_count"] >= 1
+
+
+def test_load_meter_sees_a_spinning_process():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)  # let it start spinning
+        meter = perf.LoadMeter()
+        time.sleep(0.5)
+        stats = meter.stats("sample")
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert stats["sample_other_load_cores"] > perf.QUIET_OTHER_CORES
+
+
+@pytest.mark.parametrize(
+    ("load", "threads", "cpus", "loaded"),
+    [(0.2, 2, 2, False), (0.3, 2, 2, True), (1.2, 1, 2, False), (1.3, 1, 2, True), (3.0, 8, 16, False)],
+)
+def test_under_load_is_other_load_beyond_the_spare_cores(load, threads, cpus, loaded):
+    assert perf.under_load(load, threads, cpus) is loaded
+
+
+def test_timing_metrics_carry_the_load_they_were_measured_under(tmp_path, monkeypatch):
+    peak = {"peak_flops_per_s": 1e12, "quiet": True}
+    monkeypatch.setattr(perf, "measure_peak_flops", lambda device, dtype, budget_s=None: peak)
+    stats = {"train_images_per_s": 10.0, "sample_images_per_s": 5.0, "train_seconds_per_step": 0.1}
+    stats |= {"train_other_load_cores": 1.5, "train_torch_threads": 2, "train_cpu_count": 2}
+    stats |= {"sample_other_load_cores": 0.0, "sample_torch_threads": 2, "sample_cpu_count": 2}
+    ctx = ctx_with(tmp_path, stats)
+    values = {v.name: v for v in METRICS["throughput"]().compute(ctx) + METRICS["mfu"]().compute(ctx)}
+    for name in ("train_images_per_s", "train_seconds_per_step", "mfu"):
+        attrs = values[name].attrs
+        assert attrs["under_load"] is True and attrs["other_load_cores"] == 1.5 and attrs["torch_threads"] == 2
+    assert values["sample_images_per_s"].attrs["under_load"] is False
+    bare = {v.name: v for v in METRICS["throughput"]().compute(ctx_with(tmp_path, {"train_images_per_s": 1.0}))}
+    assert bare["train_images_per_s"].attrs["under_load"] is None
+    assert "not measured" in bare["train_images_per_s"].attrs["load_method"]

@@ -11,6 +11,7 @@ import csv
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,10 @@ def make_study(
     fid_n: dict[int, int] | None = None,
     complete: bool = True,
     tmp: Path | None = None,
+    fid: Callable[[int, int, int], float] = fid_value,
 ) -> str:
     """Write a study to ``db``; returns the storage URL. ``fid_n``: trial -> n_generated override.
-    ``complete=False``: only running and failed trials."""
+    ``complete=False``: only running and failed trials. ``fid(schedule, loss, seed)``: the FID of a cell."""
     url = f"sqlite:///{db}"
     store = Store(url)
     store.ensure_schema()
@@ -80,7 +82,7 @@ def make_study(
     for s, lo, seed in cells if complete else []:
         params = {"diffusion.schedule": SCHEDULE_LABELS[s], "diffusion.loss": LOSSES[lo], "train.seed": seed}
         store.start_trial(name, number, params, {"resolved": True, **params}, env)
-        fid = fid_value(s, lo, seed)
+        value = fid(s, lo, seed)
         attrs = dict(FID_ATTRS, n_generated=(fid_n or {}).get(number, FID_ATTRS["n_generated"]))
         attrs.update(reference_cache="hit" if number else "miss", seed=number)  # differ harmlessly
         flops = 1e9 * (1 + s) * (1 + 0.5 * lo)
@@ -88,14 +90,23 @@ def make_study(
             name,
             number,
             [
-                {"name": "fid", "value": fid, "attrs": attrs},
-                {"name": "kid", "value": fid / 1000, "attrs": attrs},
-                {"name": "swd", "value": fid / 10},
-                {"name": "swd_16", "value": fid / 20 + 0.1 * s},
-                {"name": "swd_32", "value": fid / 15 - 0.1 * s},
+                {"name": "fid", "value": value, "attrs": attrs},
+                {"name": "kid", "value": value / 1000, "attrs": attrs},
+                {"name": "swd", "value": value / 10},
+                {"name": "swd_16", "value": value / 20 + 0.1 * s},
+                {"name": "swd_32", "value": value / 15 - 0.1 * s},
                 {"name": "flops_per_image", "value": flops, "unit": "flop", "attrs": {"convention": "fvcore"}},
                 {"name": "params", "value": 1e6},
-                {"name": "train_images_per_s", "value": 500.0 / (1 + s) + seed},
+                {  # seed 2 was timed while other processes used the cores (harness.metrics.perf.LoadMeter)
+                    "name": "train_images_per_s",
+                    "value": 500.0 / (1 + s) + seed,
+                    "unit": "images/s",
+                    "attrs": {
+                        "other_load_cores": 1.5 if seed == 2 else 0.0,
+                        "torch_threads": 2,
+                        "under_load": seed == 2,
+                    },
+                },
                 {"name": "mfu", "value": 0.3 + 0.01 * seed},
                 # the schedule's levels under a sampler uniform in t (issue 10's confound); the loss does not move it
                 {"name": "sampler_fidelity", "value": [0.585, 0.328][s], "unit": "fraction"},
@@ -122,7 +133,7 @@ def make_study(
             Image.fromarray(np.full((16, 16, 3), 40 * number % 255, dtype=np.uint8)).save(grid)
             store.add_artifact(name, number, "sample_grid", str(grid))
         store.finish_trial(name, number, "complete", duration_s=1.5 + number)
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=fid))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
         number += 1
     extra = [
         ("failed", "Diverged: non-finite loss at step 7 <b>bold?</b>"),
@@ -212,9 +223,8 @@ def test_effects_match_hand_computation(study_db):
         assert got["test"] == ("base" if "diff" not in want else "paired t")
         assert got["base_level"] == ("cosine" if factor == "diffusion.schedule" else "mse")
     same = results.summary(url, "ablation")
-    table["warning"] = (
-        table["warning"].astype(object).where(table["warning"].notna(), "")
-    )  # an empty string reads back from CSV as missing
+    for column in ("warning", "verdict"):  # an empty string reads back from CSV as missing
+        table[column] = table[column].astype(object).where(table[column].notna(), "")
     pd.testing.assert_frame_equal(same.reset_index(drop=True), table, check_dtype=False)
 
 
@@ -330,6 +340,13 @@ def test_query_summary_prints_the_effects(study_db, capsys):
     assert query_main(["--storage", url, "--study", "ablation", "--summary", "--format", "json"]) == 0
     printed = pd.DataFrame(json.loads(capsys.readouterr().out))
     assert len(printed) == 4 and set(printed["test"]) == {"base", "paired t"}
+    assert {"rel_diff", "resolved", "seeds_needed", "best_level", "verdict"} <= set(printed.columns)
+    assert query_main(["--storage", url, "--study", "ablation", "--summary"]) == 0
+    table = capsys.readouterr().out
+    head = table.split("\n\n")[0].splitlines()  # the verdict sentences come first, as on the page
+    assert head[0] == "Verdict (per factor and objective):" and len(head) == 3
+    assert list(results.verdicts(url, "ablation")["headline"]) == [line.strip() for line in head[1:]]
+    assert "paired t" in table.split("\n\n", 1)[1]  # then the effects table
     assert query_main(["--storage", url, "--summary"]) == 2
     assert "--summary" in capsys.readouterr().err
 
@@ -392,10 +409,19 @@ def test_report_of_a_real_tiny_study(tmp_path, monkeypatch):
             (d.mean(), d.mean() - half, d.mean() + half)
         )
     html = (out / "index.html").read_text()
-    assert (
-        "Metrics recorded as unavailable" in html and "<strong>fid</strong> (trials " in html
-    )  # no Inception weights offline
+    assert "Metrics recorded as unavailable" in html and "<strong>fid</strong>, " in html  # no Inception weights
+    assert html.count("no Inception weights for FID/KID") == 1  # the how-to once, for every metric it concerns
     assert "effect_diffusion.schedule_val_loss.png" in html and (out / "train_loss.png").is_file()
+    assert 'id="verdict-list"' in html and html.index('id="verdict"') < html.index('id="effects"')
+    # every timing carries the load it was measured under; identical networks: no throughput plot, a note instead
+    metrics = Store(url).metrics("tiny_report")
+    for name in ("train_images_per_s", "sample_images_per_s", "mfu"):
+        for text in metrics.loc[metrics["name"] == name, "attrs_json"]:
+            attrs = json.loads(text)
+            assert (
+                attrs["other_load_cores"] >= 0 and attrs["torch_threads"] >= 1 and attrs["under_load"] in (True, False)
+            )
+    assert "throughput.png" not in html and "its levels run identical networks" in html
 
 
 def test_a_different_reference_set_is_a_different_basis():

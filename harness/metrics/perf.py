@@ -8,6 +8,10 @@ the peak measured per host, device, threads and dtype with a large matrix produc
 ``cache_dir/peak_flops.json`` only when the machine was quiet during the measurement (a peak measured under
 load is too low and would inflate every later MFU). An MFU above 1 is never reported as valid: the peak is
 measured again, and if it still is above 1 the value is recorded unavailable with the reason.
+
+Every timing value carries what it was measured under: torch threads, logical CPUs and the CPU load of other
+processes during its phase (``LoadMeter``, read by the runner at the start and end of training and of
+sampling), and ``under_load`` when that load ate into the cores the timing needed (the report flags those).
 """
 
 from __future__ import annotations
@@ -150,6 +154,45 @@ def system_cpu_s() -> float:
     return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
 
+def under_load(other_load_cores: float, torch_threads: int, cpu_count: int) -> bool:
+    """Whether a timing shared its cores: other processes used more than the cores this process left spare
+    (``cpu_count - torch_threads``) plus QUIET_OTHER_CORES. Logical cores; an approximation (hyperthreads and
+    memory bandwidth are shared even below the line)."""
+    return other_load_cores > max(0, cpu_count - torch_threads) + QUIET_OTHER_CORES
+
+
+class LoadMeter:
+    """The machine load during a timed phase: created at its start, ``stats(phase)`` at its end gives the runner's
+    ``<phase>_other_load_cores`` (cores' worth of CPU other processes used meanwhile), ``<phase>_torch_threads``
+    and ``<phase>_cpu_count``, which the throughput and MFU metrics record with their values."""
+
+    def __init__(self) -> None:
+        self.own0, self.system0, self.wall0 = own_cpu_s(), system_cpu_s(), time.perf_counter()
+
+    def stats(self, phase: str) -> dict[str, float | int]:
+        load = other_cpu_load(self.own0, self.system0, time.perf_counter() - self.wall0)
+        return {
+            f"{phase}_other_load_cores": round(load, 3),
+            f"{phase}_torch_threads": torch.get_num_threads(),
+            f"{phase}_cpu_count": psutil.cpu_count() or 1,
+        }
+
+
+def load_attrs(ctx: EvalContext, phase: str) -> dict[str, Any]:
+    """What a timing of ``phase`` (train, sample) was measured under, from the runner's ``LoadMeter`` stats."""
+    load = ctx.stats.get(f"{phase}_other_load_cores")
+    threads = ctx.stats.get(f"{phase}_torch_threads", torch.get_num_threads())
+    cpus = ctx.stats.get(f"{phase}_cpu_count", psutil.cpu_count() or 1)
+    attrs: dict[str, Any] = {"torch_threads": threads, "cpu_count": cpus, "other_load_cores": load}
+    if load is None:
+        return {**attrs, "under_load": None, "load_method": f"not measured (the runner gave no {phase} load)"}
+    return {
+        **attrs,
+        "under_load": under_load(float(load), int(threads), int(cpus)),
+        "load_method": "CPU time of other processes over the phase's wall time (psutil), in cores",
+    }
+
+
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, budget_s: float | None = None) -> dict[str, Any]:
     """Best FLOP/s of repeated square matrix products (n x n x n, 2 n^3 FLOPs each) within ``budget_s``, with
     the CPU load of other processes during the measurement (``other_load_cores``) and whether it was quiet."""
@@ -236,12 +279,14 @@ class Throughput(Metric):
         }
         sample = {
             **common,
+            **load_attrs(ctx, "sample"),
             "sampler_steps": ctx.stats.get("sampler_steps"),
             "step": "one sampler step (one network evaluation of the batch)",
         }
+        train = {**common, **load_attrs(ctx, "train")}
         return [
-            _recorded(ctx, "train_images_per_s", "images/s", **common),
-            _recorded(ctx, "train_seconds_per_step", "s", **common, step="one optimiser step"),
+            _recorded(ctx, "train_images_per_s", "images/s", **train),
+            _recorded(ctx, "train_seconds_per_step", "s", **train, step="one optimiser step"),
             _recorded(ctx, "sample_images_per_s", "images/s", **sample),
             _recorded(ctx, "sample_seconds_per_step", "s", **sample),
         ]
@@ -292,6 +337,7 @@ class Mfu(Metric):
         attrs = {
             "dtype": dtype,
             "device": device_name(ctx.device),
+            **load_attrs(ctx, "train"),
             "peak_source": peak["source"],
             "peak": peak,
             "convention": "achieved = 3 x forward flops_per_image x train_images_per_s; " + CONVENTION,

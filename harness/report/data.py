@@ -5,6 +5,8 @@ sample grids and Optuna's parameter importances. Everything here is data; ``plot
 from __future__ import annotations
 
 import json
+import math
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -35,6 +37,62 @@ def config_labels(tables: StudyTables) -> pd.Series:
     if not tables.factors:
         return pd.Series(["(single configuration)"] * len(tables.trials), index=tables.trials.index)
     return tables.trials.apply(lambda r: ", ".join(f"{names[k]}={r[k]}" for k in tables.factors), axis=1)
+
+
+DISPLAY_NAMES = {
+    "fid": "FID",
+    "kid": "KID",
+    "swd": "SWD",
+    "val_loss": "validation loss",
+    "train_loss": "training loss",
+    "val_loss_by_logsnr": "validation loss",
+    "train_images_per_s": "training throughput",
+    "sample_images_per_s": "sampling throughput",
+    "mfu": "MFU",
+    "flops_per_image": "FLOPs per image",
+    "params": "parameters",
+    "peak_memory_bytes": "peak training memory",
+}
+PERCENT_METRICS = ("mfu",)  # fractions the plots show in per cent
+DEFAULT_UNITS = {  # what the harness's metrics record, for rows that carry no unit (older databases)
+    "swd": "x1e3",
+    "train_images_per_s": "images/s",
+    "sample_images_per_s": "images/s",
+    "flops_per_image": "FLOP",
+    "peak_memory_bytes": "bytes",
+}
+
+
+def metric_unit(tables: StudyTables, name: str) -> str:
+    """The unit an axis of ``name`` carries: the recorded unit, a recorded scale (SWD: ``x1e3``), the loss a
+    validation loss measures, or per cent for the fractions in PERCENT_METRICS."""
+    if name in PERCENT_METRICS:
+        return "%"
+    m = tables.metrics
+    rows = m[(m["name"] == name) & m["value"].notna()] if len(m) else m
+    units = rows["unit"].dropna().astype(str) if "unit" in rows.columns else pd.Series(dtype=str)
+    parts = [units.mode().iloc[0]] if len(units) else []
+    attrs = _first_attrs(rows)
+    if isinstance(attrs.get("scale"), int | float) and attrs["scale"] not in (0, 1):
+        exponent = math.log10(abs(attrs["scale"]))
+        parts.append(f"x1e{exponent:.0f}" if exponent == round(exponent) else f"x{attrs['scale']:g}")
+    if name.startswith("val_loss"):  # the per-bucket rows carry no loss name; the scalar's do
+        loss = attrs.get("loss") or _first_attrs(m[m["name"] == "val_loss"] if len(m) else m).get("loss")
+        parts += [str(loss).replace("_", "-")] if loss else []
+    return ", ".join(parts) or DEFAULT_UNITS.get(name, "")
+
+
+def _first_attrs(rows: pd.DataFrame) -> dict[str, Any]:
+    texts = [t for t in rows["attrs_json"].dropna().head(1) if isinstance(t, str) and t] if len(rows) else []
+    return json.loads(texts[0]) if texts else {}
+
+
+def metric_label(tables: StudyTables, name: str) -> str:
+    """An axis label with its unit: ``SWD (x1e3)``, ``training throughput (images/s)``, ``MFU (%)``."""
+    match = re.fullmatch(r"swd_(\d+)", name)
+    display = f"SWD at {match.group(1)} px" if match else DISPLAY_NAMES.get(name, name)
+    unit = metric_unit(tables, "swd" if match else name)
+    return f"{display} ({unit})" if unit else display
 
 
 def safe_url(url: str) -> str:

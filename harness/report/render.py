@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from harness import timing
 from harness.checks import calibration_table
 from harness.errors import UsageError
 from harness.report import data, plots
@@ -104,6 +105,7 @@ def write_report(store: Store, study: str, out: Path) -> Path:
     frame_for_spreadsheet(tables.effects).to_csv(out / SUMMARY_FILE, index=False)
 
     frame = tables.trials.assign(config=data.config_labels(tables))
+    frame = timing.with_load(frame, timing.trial_load(tables.metrics))
     done = frame[frame["state"] == "complete"]
     figures: list[plots.Figure] = []
     missing: list[tuple[str, str]] = []
@@ -126,6 +128,12 @@ def write_report(store: Store, study: str, out: Path) -> Path:
         prov=data.provenance(tables, store),
         n_trials=len(frame),
         n_complete=len(done),
+        verdicts=_verdict_view(tables.verdicts()),
+        timing={
+            "table": table(timing.timing_table(frame)),
+            "notes": timing.timing_notes(tables, frame),
+            "load": timing.load_summary(frame),
+        },
         warnings=tables.warnings,
         fidelity_warnings=tables.fidelity_warnings,
         fidelity=table(tables.fidelity),
@@ -168,9 +176,11 @@ def _effects_view(effects: pd.DataFrame) -> pd.DataFrame:
             "95% CI": [_ci(a, b) for a, b in zip(effects["ci_low"], effects["ci_high"], strict=True)],
             "diff to base": effects["diff"],
             "95% CI of diff": [_ci(a, b) for a, b in zip(effects["diff_ci_low"], effects["diff_ci_high"], strict=True)],
+            "relative": [_pct(v) for v in effects["rel_diff"]],
             "p": effects["p_value"],
             "test": effects["test"],
             "pairs": effects["n_pairs"].where(effects["n_pairs"] > 0),
+            "verdict": effects["verdict"],
             "warning": effects["warning"],
         }
     )
@@ -181,16 +191,58 @@ def _ci(low: float, high: float) -> str:
     return "" if pd.isna(low) or pd.isna(high) else f"[{low:.4g}, {high:.4g}]"
 
 
+def _pct(value: float) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * value:+.1f} %"
+
+
+def _verdict_view(verdicts: pd.DataFrame) -> list[dict[str, str]]:
+    """The verdict block: per factor and objective, the numbers as display strings and the sentence."""
+    out = []
+    for row in verdicts.to_dict("records"):
+        compared = row["level"] is not None and not pd.isna(row["diff"])
+        pairs = int(row["n_pairs"] or 0) if compared else 0
+        better = "lower" if row["direction"] == "minimize" else "higher"
+        # the difference is the best level's, or the runner-up's when the base is best
+        runner_up = f" (runner-up: {row['level']})" if compared and row["level"] != row["best_level"] else ""
+        out.append(
+            {
+                "factor": row["factor"],
+                "objective": f"{row['objective']} ({better} is better)",
+                "best": fmt(row["best_level"]),
+                "base": f"{row['base_level']}{runner_up}" if compared else "",
+                "diff": fmt(row["diff"]) if compared else "",
+                "ci": _ci(row["diff_ci_low"], row["diff_ci_high"]) if compared else "",
+                "relative": _pct(row["rel_diff"]) if compared else "",
+                "relative_ci": (
+                    f"[{_pct(row['rel_diff_ci_low'])}, {_pct(row['rel_diff_ci_high'])}]"
+                    if compared and not pd.isna(row["rel_diff_ci_low"])
+                    else ""
+                ),
+                "p": f"{row['p_value']:.2g}" if compared and not pd.isna(row["p_value"]) else "",
+                "seeds": (f"{pairs} paired" if pairs else f"{row['n']} vs {row['base_n']} (Welch)") if compared else "",
+                "verdict": row["verdict"] or "",
+                "resolved": bool(row["resolved"] is True),
+                "headline": row["headline"],
+            }
+        )
+    return out
+
+
 def _unavailable(tables: StudyTables) -> list[dict]:
-    """Scalar metrics recorded as unavailable (value NULL), grouped by metric and reason (from attrs)."""
+    """Scalar metrics recorded as unavailable (value NULL), grouped by reason (from attrs), so that one reason
+    (e.g. the offline FID how-to shared by fid, kid and kid_std) is shown once with every metric it applies to."""
     m = tables.metrics
     rows = m[m["step"].isna() & m["value"].isna()] if len(m) else m
-    groups: dict[tuple[str, str], list[int]] = {}
+    groups: dict[str, dict[str, set[int]]] = {}
     for rec in rows.itertuples(index=False):
         attrs = json.loads(rec.attrs_json) if isinstance(rec.attrs_json, str) and rec.attrs_json else {}
         reason = str(attrs.get("reason") or attrs.get("error") or "(no reason recorded)")
-        groups.setdefault((rec.name, reason), []).append(int(rec.trial_number))
+        groups.setdefault(reason, {}).setdefault(rec.name, set()).add(int(rec.trial_number))
     return [
-        {"name": name, "reason": reason, "trials": ", ".join(map(str, sorted(trials)))}
-        for (name, reason), trials in groups.items()
+        {
+            "names": list(names),
+            "trials": ", ".join(map(str, sorted(set().union(*names.values())))),
+            "reason": reason,
+        }
+        for reason, names in groups.items()
     ]
