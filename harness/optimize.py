@@ -216,9 +216,10 @@ def open_writer_store(storage: str) -> Store:
 
 def run_study(loaded: LoadedStudy, storage: str, n_trials: int | None, progress: bool = True) -> str:
     """Run what is missing of the study; returns a one-paragraph summary."""
+    interval = heartbeat_interval()  # a bad $HARNESS_HEARTBEAT_S stops us before the database is touched
     store = open_writer_store(storage)
     spec = loaded.spec
-    rdb = open_rdb_storage(storage, heartbeat_interval())
+    rdb = open_rdb_storage(storage, interval)
     study = open_study(loaded, rdb)
     check_space_unchanged(study, loaded)
     print_notes(loaded)

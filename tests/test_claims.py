@@ -103,3 +103,14 @@ def test_a_new_database_beside_old_results_starts_fresh_and_leaves_old_checkpoin
     # <results>/one/<the study's id in its database>/config_<hash>/checkpoint/latest.pt
     assert first.parents[1].name == second.parents[1].name  # the same trial configuration
     assert first.parents[2] != second.parents[2] and first.parents[3] == second.parents[3]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_a_bad_heartbeat_interval_is_refused_before_the_database_is_touched(tmp_path: Path, monkeypatch, capsys, value):
+    monkeypatch.setenv("HARNESS_HEARTBEAT_S", value)
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nsearch: {sampler: grid, space: {train.seed: [0]}}\nobjectives: [{metric: val_loss}]\n")
+    assert main([str(study), "--storage", f"sqlite:///{tmp_path / 'h.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: HARNESS_HEARTBEAT_S:") and err.count("\n") == 1
+    assert not (tmp_path / "h.db").exists()
