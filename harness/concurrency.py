@@ -49,6 +49,13 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def is_sqlite_file(url: str) -> bool:
+    """A SQLite database in a file (one in memory lives in one connection of one process: nothing to
+    serialise, and dropping its connection would drop the database)."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+
+
 def writer_engine_kwargs(url: str) -> dict[str, Any]:
     """Engine arguments of a writer: SQLite waits ``BUSY_TIMEOUT_S`` for the write lock."""
     return {"connect_args": {"timeout": BUSY_TIMEOUT_S}} if is_sqlite(url) else {}
@@ -57,8 +64,8 @@ def writer_engine_kwargs(url: str) -> dict[str, Any]:
 def serialise_sqlite_writes(engine: Engine) -> Engine:
     """Make every transaction of a SQLite ``engine`` start with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe
     for pysqlite: the driver's own implicit BEGIN is switched off). Connections already pooled are dropped
-    so that every later one gets it. Other databases are returned unchanged."""
-    if engine.dialect.name != "sqlite":
+    so that every later one gets it. Other databases (and SQLite in memory) are returned unchanged."""
+    if not is_sqlite_file(engine.url.render_as_string(hide_password=False)):
         return engine
 
     @event.listens_for(engine, "connect")

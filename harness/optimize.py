@@ -19,6 +19,7 @@ from harness.claims import ClaimLost, claim_trial, complete_trial, grid_cell, ow
 from harness.concurrency import (
     GRACE_FACTOR,
     heartbeat_interval,
+    is_sqlite_file,
     retry_creation_race,
     serialise_sqlite_writes,
     writer_engine,
@@ -210,6 +211,8 @@ def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store):
 def open_writer_store(storage: str) -> Store:
     """The study's store: checked and created by ``open_store``, then written through a writer engine."""
     checked = open_store(storage)
+    if not is_sqlite_file(checked.url):
+        return checked
     checked.engine.dispose()
     return Store(checked.url, engine=writer_engine(checked.url))
 

@@ -105,25 +105,25 @@ def recover(
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     beating = trials_with_heartbeat(storage, [t._trial_id for t in running])
     host, now_utc, now_local = socket.gethostname(), datetime.now(UTC), datetime.now()
-    ended, failed = 0, []
+    completed, failed = 0, []
     for trial in running:
-        if trial.number not in rows.index:
+        if trial.number not in rows.index:  # killed before its claim: nobody knows whose it is
             started = trial.datetime_start or now_local
             if trial._trial_id not in beating and now_local - started > timedelta(seconds=grace_s):
                 if _tell(study, trial, state=TrialState.FAIL):
-                    ended, failed = ended + 1, [*failed, trial]
+                    failed.append(trial)
             continue
         row = rows.loc[trial.number]
         env = json.loads(row["env_json"] or "{}")
         dead = env.get("host") == host and not pid_alive(int(env.get("pid", -1)))
-        if row["state"] == "complete":
+        if row["state"] == "complete":  # killed between the harness's commit and Optuna's
             if dead or _age_s(row["finished_at"], now_utc) > grace_s / 2:
                 values = _objective_values(store, name, trial.number, objectives)
-                told = _tell(study, trial, values=values) if values else _tell(study, trial, state=TrialState.FAIL)
-                ended += told
+                outcome = {"values": values} if values else {"state": TrialState.FAIL}
+                completed += _tell(study, trial, **outcome)
         elif dead and _tell(study, trial, state=TrialState.FAIL):
             store.finish_trial(name, trial.number, "failed", INTERRUPTED)
-            ended, failed = ended + 1, [*failed, trial]
+            failed.append(trial)
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(study)
@@ -132,4 +132,4 @@ def recover(
         for trial in failed:
             if trial.params:
                 study.enqueue_trial(trial.params, skip_if_exists=True)
-    return ended
+    return completed + len(failed)
