@@ -49,6 +49,7 @@ def main() -> int:
     parser.add_argument("--kill-at-step", type=int, help="step whose checkpoint write is killed")
     parser.add_argument("--out", help="folder for the three databases (default: a temporary one)")
     args = parser.parse_args()
+    args.study = str(Path(args.study).resolve())  # the runs start in their database's folder
     loaded = load_study(args.study, args.set)
     train = loaded.base["train"]
     step = args.kill_at_step or 2 * (train["checkpoint_every"] or train["steps"])
