@@ -194,15 +194,19 @@ def make_objective(loaded: LoadedStudy, store: Store, root: Path, progress: bool
     return objective
 
 
-def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store):
+def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store, budget: int):
     """Called by Optuna after every trial, just before its own stale-trial check of the next one: end the
-    trials of dead workers, and for a grid stop once no cell waits in the queue."""
+    trials of dead workers; for a grid, stop once ``budget`` trials ran or no cell waits in the queue. A
+    duplicate (a cell queued twice, skipped) does not count: it only takes a stale entry off the queue."""
     objectives = [o.metric for o in loaded.spec.objectives]
     grid = loaded.spec.search.sampler == "grid"
+    ran = 0
 
-    def housekeeping(study: optuna.Study, _trial: FrozenTrial) -> None:
+    def housekeeping(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal ran
         recover(study, storage, store, loaded.name, objectives, requeue=not grid)
-        if grid and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        ran += trial.state != TrialState.PRUNED
+        if grid and (ran >= budget or not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
             study.stop()
 
     return housekeeping
@@ -251,9 +255,9 @@ def run_study(loaded: LoadedStudy, storage: str, n_trials: int | None, progress:
     root = results_dir(storage) / slug(loaded.name) / store.study_uid(loaded.name)
     study.optimize(
         make_objective(loaded, store, root, progress, log),
-        n_trials=todo,
+        n_trials=None if spec.search.sampler == "grid" else todo,  # a grid stops in its housekeeping
         catch=(Exception,),
-        callbacks=[make_housekeeping(loaded, rdb, store)],
+        callbacks=[make_housekeeping(loaded, rdb, store, todo)],
         gc_after_trial=True,
     )
     states = [t.state for t in study.get_trials(deepcopy=False)]
