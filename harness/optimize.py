@@ -1,5 +1,6 @@
-"""Optuna integration: samplers, resume, stale-trial recovery, and the objective that runs one trial and
-writes its results to the harness tables."""
+"""Optuna integration: samplers, the storage, the queue of grid cells, and the objective that runs one
+trial and writes its results to the harness tables (bookkeeping: ``harness.claims``; dead workers' trials:
+``harness.recovery``)."""
 
 from __future__ import annotations
 

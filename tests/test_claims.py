@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from harness import results
-from harness.claims import claim_trial, complete_trial, grid_cell
+from harness.claims import ClaimLost, claim_trial, complete_trial, grid_cell
 from harness.concurrency import writer_engine
 from harness.optimize import open_rdb_storage
 from harness.store import Store
@@ -54,7 +54,7 @@ def test_of_many_workers_claiming_one_cell_exactly_one_gets_it(tmp_path: Path):
     assert list(stores[0].trials("s")["trial_number"]) == winners  # only the winner wrote a running row
     # the winner fails (retired): the next trial takes the cell over; the old holder cannot complete it
     assert claim_trial(stores[0], "s", cell, 100, {}, {}, {}, retired={winners[0]}) is None
-    with pytest.raises(RuntimeError, match="taken for dead"):
+    with pytest.raises(ClaimLost, match="taken for dead"):
         complete_trial(stores[0], "s", winners[0], cell, [{"name": "x", "value": 1.0}], [], 1.0)
     complete_trial(stores[0], "s", 100, cell, [{"name": "x", "value": 1.0}], [("sample_grid", "g.png")], 1.0)
     # a completed cell is never taken over, retired or not
