@@ -29,7 +29,7 @@ from harness.study import main
 from harness.studyfile import load_study
 
 ROOT = Path(__file__).resolve().parent.parent
-HEARTBEAT_S = 1  # workers beat every second; a trial without a beat for GRACE_FACTOR seconds is stale
+HEARTBEAT_S = 2  # seconds between heartbeats: a trial without one for GRACE_FACTOR of them is stale
 SEEDS, LOSSES = [0, 1, 2, 3], ["mse", "v_mse"]
 CELLS = [{"train.seed": s, "diffusion.loss": loss} for s in SEEDS for loss in LOSSES]
 LAST_CELL = "diffusion.loss=v_mse,train.seed=3"  # harness.faults.cell_text of the grid's last cell
