@@ -167,8 +167,8 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
     images = dataset.images.to(device)
     train_idx, hold_idx = torch.tensor(train_list), torch.tensor(hold_list)
     labels = dataset.labels.to(device) if dataset.labels is not None else None
+    torch.manual_seed(seed)  # before the network's initial weights: the same seed gives the same trial
     denoiser = build_denoiser(config, dataset.num_classes, device)
-    torch.manual_seed(seed)
     trained = train(
         denoiser,
         images[train_idx.to(device)],

@@ -13,12 +13,20 @@ read by scripts that know nothing of Optuna. Schema (version ``SCHEMA_VERSION``)
   curves, bucket index for per-bucket values, else NULL), unit, attrs (JSON: what a reader needs to
   compare the value, e.g. FID's sample counts and reference set).
 - ``harness_artifacts``: files a trial produced (sample grids, checkpoints) by path.
+- ``harness_claims``: one row per (study, grid cell): the trial that holds the cell. A trial runs only
+  after it took the claim, in the transaction that writes its ``running`` row; it is written ``complete``
+  only while it still holds it. So each cell is complete at most once, however many workers race.
+- ``harness_study_ids``: a random identity per study of this database; checkpoints live in a folder named
+  by it, so a new database beside an old ``results/`` folder never resumes (or overwrites) another
+  database's checkpoints.
+
+Added tables leave the schema version alone: an older database gains them on its next run.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +49,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
+
+from harness.concurrency import retry_creation_race
 
 SCHEMA_VERSION = 1
 
@@ -111,11 +121,30 @@ artifacts_table = Table(
 )
 
 
+claims_table = Table(
+    "harness_claims",
+    metadata,
+    Column("study_name", String(512), primary_key=True),
+    Column("cell_key", String(64), primary_key=True),  # sha256 of cell_json
+    Column("cell_json", Text, nullable=False),  # the searched values (grid) or the trial number (tpe/random)
+    Column("trial_number", Integer, nullable=False),  # the trial that holds the cell
+    Column("claimed_at", DateTime(timezone=True)),
+)
+
+study_ids_table = Table(
+    "harness_study_ids",
+    metadata,
+    Column("study_name", String(512), primary_key=True),
+    Column("uid", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+
 class SchemaMismatch(RuntimeError):
     pass
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -137,17 +166,14 @@ class Store:
     def ensure_schema(self) -> None:
         """Create the tables when missing; refuse a database written by another schema version. Safe when
         several workers start at once (a lost creation race is retried)."""
-        for attempt in range(3):
-            try:
-                metadata.create_all(self.engine)
-                with self.engine.begin() as conn:
-                    if conn.execute(select(schema_table.c.version)).first() is None:
-                        conn.execute(insert(schema_table).values(id=1, version=SCHEMA_VERSION))
-                break
-            except (IntegrityError, ProgrammingError):
-                if attempt == 2:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+
+        def create() -> None:
+            metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                if conn.execute(select(schema_table.c.version)).first() is None:
+                    conn.execute(insert(schema_table).values(id=1, version=SCHEMA_VERSION))
+
+        retry_creation_race(create)
         with self.engine.connect() as conn:
             version = conn.execute(select(schema_table.c.version)).scalar()
             if version != SCHEMA_VERSION:
@@ -168,45 +194,62 @@ class Store:
         }
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(studies_table).values(study_name=name, created_at=_now(), **row))
+                conn.execute(insert(studies_table).values(study_name=name, created_at=utc_now(), **row))
         except IntegrityError:  # the study exists (perhaps another worker just wrote it): update it
             with self.engine.begin() as conn:
                 conn.execute(update(studies_table).where(studies_table.c.study_name == name).values(**row))
 
     def start_trial(self, study: str, number: int, params: dict, config: dict, env: dict[str, Any]) -> None:
         """A trial row in state ``running``; a rerun of the same number (a retry) replaces the old rows."""
-        self.delete_trial(study, number)
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(trials_table).values(
-                    study_name=study,
-                    trial_number=number,
-                    state="running",
-                    params_json=json.dumps(params, sort_keys=True),
-                    config_json=json.dumps(config, sort_keys=True),
-                    started_at=_now(),
-                    host=env.get("host"),
-                    device=env.get("device"),
-                    torch_version=env.get("torch_version"),
-                    cuda_version=env.get("cuda_version"),
-                    git_revision=env.get("git_revision"),
-                    env_json=json.dumps(env, sort_keys=True),
-                )
+            self.write_running_row(conn, study, number, params, config, env)
+
+    @staticmethod
+    def write_running_row(conn, study: str, number: int, params: dict, config: dict, env: dict[str, Any]) -> None:
+        for table in (trials_table, metrics_table, artifacts_table):
+            conn.execute(delete(table).where(table.c.study_name == study, table.c.trial_number == number))
+        conn.execute(
+            insert(trials_table).values(
+                study_name=study,
+                trial_number=number,
+                state="running",
+                params_json=json.dumps(params, sort_keys=True),
+                config_json=json.dumps(config, sort_keys=True),
+                started_at=utc_now(),
+                host=env.get("host"),
+                device=env.get("device"),
+                torch_version=env.get("torch_version"),
+                cuda_version=env.get("cuda_version"),
+                git_revision=env.get("git_revision"),
+                env_json=json.dumps(env, sort_keys=True),
             )
+        )
 
     def finish_trial(
         self, study: str, number: int, state: str, error: str | None = None, duration_s: float | None = None
     ) -> None:
+        """End a ``running`` row (a row already ended, e.g. complete, is left as it is)."""
         with self.engine.begin() as conn:
             conn.execute(
                 update(trials_table)
-                .where(trials_table.c.study_name == study, trials_table.c.trial_number == number)
-                .values(state=state, error=error, finished_at=_now(), duration_s=duration_s)
+                .where(
+                    trials_table.c.study_name == study,
+                    trials_table.c.trial_number == number,
+                    trials_table.c.state == "running",
+                )
+                .values(state=state, error=error, finished_at=utc_now(), duration_s=duration_s)
             )
 
     def add_metrics(self, study: str, number: int, values: Iterable[dict[str, Any]]) -> None:
         """Each value: name, value (None = unavailable), optional step, unit, attrs."""
-        rows = [
+        rows = self.metric_rows(study, number, values)
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(metrics_table), rows)
+
+    @staticmethod
+    def metric_rows(study: str, number: int, values: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
             {
                 "study_name": study,
                 "trial_number": number,
@@ -218,9 +261,6 @@ class Store:
             }
             for v in values
         ]
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(insert(metrics_table), rows)
 
     def add_artifact(self, study: str, number: int, kind: str, path: str) -> None:
         with self.engine.begin() as conn:
@@ -230,6 +270,22 @@ class Store:
         with self.engine.begin() as conn:
             for table in (trials_table, metrics_table, artifacts_table):
                 conn.execute(delete(table).where(table.c.study_name == study, table.c.trial_number == number))
+
+    def study_uid(self, name: str) -> str:
+        """The study's identity in this database, created on first use (the first worker's wins)."""
+        query = select(study_ids_table.c.uid).where(study_ids_table.c.study_name == name)
+        with self.engine.connect() as conn:
+            uid = conn.execute(query).scalar()
+        if uid is not None:
+            return uid
+        try:
+            with self.engine.begin() as conn:
+                row = {"study_name": name, "uid": uuid.uuid4().hex, "created_at": utc_now()}
+                conn.execute(insert(study_ids_table).values(**row))
+        except IntegrityError:  # another worker created it just now
+            pass
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     # -- reads --------------------------------------------------------------------------------------
     def _frame(self, table: Table, study: str | None) -> pd.DataFrame:
@@ -266,3 +322,6 @@ class Store:
 
     def artifacts(self, study: str | None = None) -> pd.DataFrame:
         return self._frame(artifacts_table, study)
+
+    def claims(self, study: str | None = None) -> pd.DataFrame:
+        return self._frame(claims_table, study)

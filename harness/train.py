@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from components.denoiser import Denoiser
+from harness import faults
 from harness.errors import Diverged
 from harness.metrics import LoadMeter, PeakMemory, ThroughputMeter
 
@@ -94,6 +95,7 @@ class GradClip:
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
+    faults.point("checkpoint_write", step=obj.get("step"))
     os.replace(tmp, path)
 
 
@@ -142,6 +144,7 @@ def train(
     data_gen = torch.Generator(device="cpu").manual_seed(seed)
     torch.manual_seed(seed)
     curve: list[tuple[int, float]] = []
+    running, count = 0.0, 0  # loss summed since the last curve point; checkpointed, so a resume repeats it
     start = 0
     ckpt = checkpoint_dir / "latest.pt" if checkpoint_dir is not None else None
     if ckpt is not None and ckpt.exists():
@@ -153,6 +156,7 @@ def train(
         _set_rng_state(data_gen, state["rng"])
         clip.load_state_dict(state["grad_clip"])
         start, curve = state["step"], list(state["curve"])
+        running, count = state.get("running", (0.0, 0))
 
     def save(step: int) -> None:
         if ckpt is None:
@@ -168,6 +172,7 @@ def train(
                 "rng": _rng_state(data_gen),
                 "curve": curve,
                 "grad_clip": clip.state_dict(),
+                "running": (running, count),
             },
             ckpt,
         )
@@ -179,7 +184,6 @@ def train(
     meter = ThroughputMeter(device, warmup=min(5, max(0, steps - start - 1)))
     network.train()
     n = images.shape[0]
-    running, count = 0.0, 0
     wall0, load = time.perf_counter(), LoadMeter()  # the machine load the throughput was measured under
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train", leave=False)
     with PeakMemory(device) as memory:

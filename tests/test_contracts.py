@@ -155,3 +155,14 @@ def test_metric_contract(name, tmp_path, monkeypatch):
         assert value.name in metric.outputs or value.name.startswith(f"{name}_"), value.name
         assert value.value is None and value.attrs.get("reason") or math.isfinite(value.value), value
     assert {v.name for v in values} >= set(metric.outputs)
+
+
+def test_fidelity_values_are_one_scalar_and_one_row_per_std():
+    from harness.metrics.fidelity import FIDELITY_STDS, GUARD_STD, fidelity_values
+
+    values = fidelity_values({"name": "cosine"}, {"name": "ddim", "steps": 24, "spacing": "time"})
+    head, rows = values[0], values[1:]
+    assert head.name == "sampler_fidelity" and head.step is None and head.value == pytest.approx(0.585, abs=1e-3)
+    assert [r.step for r in rows] == list(range(len(FIDELITY_STDS)))
+    assert [r.attrs["std"] for r in rows] == list(FIDELITY_STDS)
+    assert rows[FIDELITY_STDS.index(GUARD_STD)].value == head.value

@@ -44,7 +44,10 @@ def fidelity_values(schedule_spec: Any, sampler_spec: Any) -> list[MetricValue]:
         "method": METHOD,
     }
     out = [MetricValue("sampler_fidelity", by_std[GUARD_STD], "fraction", {**attrs, "std": GUARD_STD})]
-    out += [MetricValue("sampler_fidelity_by_std", v, "fraction", {"std": std}) for std, v in by_std.items()]
+    out += [
+        MetricValue("sampler_fidelity_by_std", v, "fraction", {"std": std}, step=i)
+        for i, (std, v) in enumerate(by_std.items())
+    ]
     return out
 
 
