@@ -58,7 +58,12 @@ def test_limits_move_with_their_environment_variable_and_are_named(monkeypatch):
 
 def test_every_bounded_key_exists_in_a_resolved_config():
     shapes = resolve(
-        {"name": "x", "dataset": {"name": "shapes", "num_images": 64}, "eval": {"fid": {"num_reference": 8}}}
+        {
+            "name": "x",
+            "dataset": {"name": "shapes", "num_images": 64},
+            "train": {"warmup_steps": 10},  # a number, not auto
+            "eval": {"fid": {"num_reference": 8}},
+        }
     )
     folder = resolve({"name": "x", "dataset": {"name": "folder", "path": "anywhere", "max_images": 8}})
     for key in limits.CONFIG_LIMITS:
