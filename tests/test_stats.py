@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from harness.stats import (
+from harness.report.effects import effects
+from harness.report.stats import (
     MAX_SEEDS,
     paired_power,
     seeds_needed_paired,
     seeds_needed_welch,
     welch_power,
 )
-from harness.summaries import effects
-from harness.verdicts import headline, verdict, verdicts
+from harness.report.verdicts import headline, verdict, verdicts
 
 
 def power_by_hand(df: float, nc: float, alpha: float = 0.05) -> float:

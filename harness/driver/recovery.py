@@ -13,11 +13,13 @@ A worker can die at any instant of a trial. What it leaves behind, and what beco
   and harness rows of trials it failed are marked failed.
 
 Grid cells of failed trials are queued again by the caller; tpe/random trials are re-queued here.
+Heartbeats: every ``HARNESS_HEARTBEAT_S`` seconds (``heartbeat_interval``); stale after ``GRACE_FACTOR`` missed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -29,13 +31,31 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 
 from harness.environment import pid_alive
-from harness.store import Store
+from harness.errors import UsageError
+from harness.store.tables import Store
 
 HEARTBEAT_FAILED = (
     "failed by Optuna: its worker stopped sending heartbeats (the process or its machine died, or lost the "
     "database); the trial is retried"
 )
 INTERRUPTED = "interrupted: the process running it ended"
+HEARTBEAT_S = 60  # Optuna's heartbeat interval; a trial is stale after GRACE_FACTOR missed intervals
+GRACE_FACTOR = 3
+
+
+def heartbeat_interval() -> int:
+    """Seconds between a running trial's heartbeats (``HARNESS_HEARTBEAT_S``, default 60). A trial whose
+    worker missed ``GRACE_FACTOR`` of them is stale: failed and retried by the next worker that looks."""
+    raw = os.environ.get("HARNESS_HEARTBEAT_S")
+    if raw is None:
+        return HEARTBEAT_S
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"HARNESS_HEARTBEAT_S: must be a positive whole number of seconds, got {raw!r}")
+    return value
 
 
 def sync_heartbeat_failures(study: optuna.Study, store: Store, name: str) -> int:
