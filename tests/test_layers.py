@@ -96,7 +96,8 @@ def imports(known: dict[str, Path]) -> tuple[dict[str, set[str]], list[str], dic
                 continue
             targets = [t for t in _targets(node, name, known) if t != name]
             if id(node) in inside and targets:
-                local.append(f"{path.relative_to(ROOT)}:{node.lineno}: {', '.join(targets)}")
+                shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                local.append(f"{shown}:{node.lineno}: {', '.join(targets)}")
             graph[name].update(t for t in targets if t in known)
             if isinstance(node, ast.Import):
                 external[name].update(a.name.split(".")[0] for a in node.names)
@@ -205,6 +206,14 @@ def test_the_checker_finds_circles_and_upward_imports():
         cycles(with_packages({"harness.p": {"harness.p.m"}, "harness.p.m": set(), "harness.q.n": {"harness.p.m"}}))
         == []
     )
+
+
+def test_the_checker_finds_function_local_imports(tmp_path: Path):
+    fake = tmp_path / "fake.py"
+    fake.write_text("import torch\n\n\ndef f():\n    from harness.errors import UsageError\n    import numpy\n")
+    graph, local, external = imports({"harness.fake": fake, "harness.errors": ROOT / "harness" / "errors.py"})
+    assert local == [f"{fake}:5: harness.errors"]  # numpy, a third-party package, is not a project module
+    assert graph["harness.fake"] == {"harness.errors"} and {"torch", "numpy"} <= external["harness.fake"]
 
 
 def listing() -> str:

@@ -1,4 +1,4 @@
-"""harness.report, harness.summaries and ``harness.query --summary`` on a fixture database.
+"""harness.report (its tables and effects) and ``harness.query --summary`` on a fixture database.
 
 The fixture is written through the harness's Store API plus a real Optuna study of the same name in the
 same SQLite file, shaped like the runner's output: a 2 x 2 grid of factors x 3 seeds of complete trials,

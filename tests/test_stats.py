@@ -1,4 +1,4 @@
-"""harness.stats' sample-size estimate and harness.verdicts' sentences, against hand computations.
+"""harness.report.stats' sample-size estimate and harness.report.verdicts' sentences, against hand computations.
 
 The power of a two-sided t test is computed here independently of SciPy's noncentral t: T = (Z + nc) / sqrt(V / df)
 with Z standard normal and V chi-square(df), so P(T > c) = E_V[P(Z > c sqrt(V / df) - nc)], integrated over V

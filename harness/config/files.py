@@ -41,7 +41,7 @@ def read_text_file(path: Path, max_bytes: int) -> str:
 
 
 def parse_yaml(text: str, where: str) -> Any:
-    """YAML with the harness's rules (``harness.yamlio``) and its size limit; errors name ``where``."""
+    """YAML with the harness's rules (``harness.config.yamlio``) and its size limit; errors name ``where``."""
     try:
         return loads(text, max_nodes=limits.limit("yaml_nodes"))
     except TooLarge as err:

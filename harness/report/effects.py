@@ -37,7 +37,7 @@ EFFECT_COLUMNS = [
     "n_pairs",
     "comparable",
     "warning",
-    *VERDICT_COLUMNS,  # harness.verdicts: relative difference, resolved, seeds needed, best level, sentence
+    *VERDICT_COLUMNS,  # harness.report.verdicts: relative difference, resolved, seeds needed, best level, sentence
 ]
 
 
@@ -51,7 +51,7 @@ def seed_key(params: Iterable[str]) -> str | None:
 
 
 def choice_label(choice: Any) -> str:
-    """The label of one search-space choice as the runner writes it to ``params_json`` (``harness.space.
+    """The label of one search-space choice as the runner writes it to ``params_json`` (``harness.config.space.
     label``: a scalar as it is, a component spec as ``name(key=value, ...)``), as a string."""
     return str(label(choice))
 
@@ -167,7 +167,7 @@ def _effect_row(factor, level, base_level, obj, by_level, others, metric) -> dic
         "n_pairs": 0,
         "comparable": True,
         "warning": "",
-        "seeds_needed": pd.NA,  # seeds per arm that would resolve a difference of this size (harness.stats)
+        "seeds_needed": pd.NA,  # seeds per arm that would resolve a difference of this size (harness.report.stats)
     }
     basis_col = f"{metric}_basis"
     if basis_col in here.columns:

@@ -54,7 +54,7 @@ class StudyTables:
         return ["trial_number", "state", *self.params, *self.metric_names, *guard, "duration_s", "error"]
 
     def verdicts(self) -> pd.DataFrame:
-        """One row per (factor, objective): the best level against the base (``harness.verdicts.verdicts``)."""
+        """One row per (factor, objective): the best level against the base (``harness.report.verdicts.verdicts``)."""
         return verdicts(self.effects)
 
     def trial_csv(self) -> pd.DataFrame:
