@@ -8,6 +8,7 @@ no function-local imports of project modules, and no Optuna or SQL where the lay
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -196,6 +197,13 @@ def test_layers_keep_their_third_party_promises():
     assert bad == []
 
 
+def test_the_trial_runner_loads_no_optuna_and_no_database():
+    """What the static check promises holds at run time: importing the runner loads neither package."""
+    code = "import sys, harness.trial.runner; print([m for m in ('optuna', 'sqlalchemy') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_the_checker_finds_circles_and_upward_imports():
     """The checks can fail: a made-up circle and a made-up upward import are found."""
     graph = {"harness.a": {"harness.b"}, "harness.b": {"harness.a"}, "harness.trial.x": {"harness.cli.y"}}
@@ -225,6 +233,15 @@ def listing() -> str:
         for m in members:
             deps = sorted(GRAPH[m])
             lines.append(f"    {m}" + (f" -> {', '.join(deps)}" if deps else ""))
+    between: dict[tuple[str, str], int] = {}
+    for module, targets in GRAPH.items():
+        for t in targets:
+            if layer(module) != layer(t):
+                between[(layer(module), layer(t))] = between.get((layer(module), layer(t)), 0) + 1
+    lines.append("imports between layers (count):")
+    for name in sorted(LAYERS, key=lambda n: (-LAYERS[n], n)):
+        below = [f"{b} {n}" for (a, b), n in sorted(between.items(), key=lambda kv: -LAYERS[kv[0][1]]) if a == name]
+        lines.append(f"    {name} -> {', '.join(below) or '(nothing)'}")
     edges = sum(len(v) for v in GRAPH.values())
     lines.append(
         f"{len(GRAPH)} modules, {edges} project imports; circles: {len(cycles(with_packages(GRAPH)))}, "
