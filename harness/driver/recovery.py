@@ -10,7 +10,8 @@ A worker can die at any instant of a trial. What it leaves behind, and what beco
   is failed once older than the grace period without a heartbeat; with a heartbeat Optuna's own
   stale-trial check fails it after the same grace period.
 - Optuna's stale-trial check (``fail_stale_trials``) runs every time, also when nothing is left to run,
-  and harness rows of trials it failed are marked failed.
+  and harness rows of trials it failed are marked failed: ``interrupted`` when the worker was a process of
+  this host that has ended (the same reason as above, whichever check came first), else the heartbeat's.
 
 Grid cells of failed trials are queued again by the caller; tpe/random trials are re-queued here.
 Heartbeats: every ``HARNESS_HEARTBEAT_S`` seconds (``heartbeat_interval``); stale after ``GRACE_FACTOR`` missed.
@@ -58,14 +59,24 @@ def heartbeat_interval() -> int:
     return value
 
 
+def worker_died_here(env: dict[str, Any], host: str) -> bool:
+    """The trial's worker was a process of this host that no longer exists."""
+    return env.get("host") == host and not pid_alive(int(env.get("pid", -1)))
+
+
 def sync_heartbeat_failures(study: optuna.Study, store: Store, name: str) -> int:
     """Trials that Optuna failed for missed heartbeats (another worker's stale-trial check) are still
-    "running" in the harness tables: mark them failed with the reason. Returns how many."""
+    "running" in the harness tables: mark them failed with the reason (``INTERRUPTED`` when their worker was
+    a process of this host that has ended, whichever check saw it first). Returns how many."""
     running = store.running_trials(name)
-    synced = 0
+    if not running:
+        return 0
+    envs = store.trials(name).set_index("trial_number")["env_json"]
+    host, synced = socket.gethostname(), 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if trial.number in running:
-            store.finish_trial(name, trial.number, "failed", HEARTBEAT_FAILED)
+            dead = worker_died_here(json.loads(envs.get(trial.number) or "{}"), host)
+            store.finish_trial(name, trial.number, "failed", INTERRUPTED if dead else HEARTBEAT_FAILED)
             synced += 1
     return synced
 
@@ -135,7 +146,7 @@ def recover(
             continue
         row = rows.loc[trial.number]
         env = json.loads(row["env_json"] or "{}")
-        dead = env.get("host") == host and not pid_alive(int(env.get("pid", -1)))
+        dead = worker_died_here(env, host)
         if row["state"] == "complete":  # killed between the harness's commit and Optuna's
             if dead or _age_s(row["finished_at"], now_utc) > grace_s / 2:
                 values = _objective_values(store, name, trial.number, objectives)
