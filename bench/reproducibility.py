@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.reproducibility import comparable_metrics, differences
+from harness.config import load_study
+from harness.report.reproducibility import comparable_metrics, differences
 from harness.store import Store
-from harness.studyfile import load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,8 +51,8 @@ def main() -> int:
     args = parser.parse_args()
     args.study = str(Path(args.study).resolve())  # the runs start in their database's folder
     loaded = load_study(args.study, args.set)
-    train = loaded.base["train"]
-    step = args.kill_at_step or 2 * (train["checkpoint_every"] or train["steps"])
+    train = loaded.base.train
+    step = args.kill_at_step or 2 * (train.checkpoint_every or train.steps)
     out = Path(args.out or tempfile.mkdtemp(prefix="reproducibility-"))
     dbs = {}
     for name in ("first", "second", "killed"):

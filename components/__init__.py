@@ -12,7 +12,7 @@ from components.datasets import DATASETS
 from components.losses import LOSSES
 from components.networks import NETWORKS
 from components.parametrizations import PARAMETRIZATIONS
-from components.registry import Component, ComponentError
+from components.registry import Component, ComponentError, did_you_mean, validate_spec
 from components.samplers import SAMPLERS
 from components.schedules import SCHEDULES
 from components.stems import STEMS
@@ -30,8 +30,6 @@ REGISTRIES = {
 
 def validate(family: str, spec: Any) -> Component:
     """The validated spec (a frozen pydantic model) of ``spec`` in ``family``."""
-    from components.registry import did_you_mean, validate_spec
-
     if family not in REGISTRIES:
         known = sorted(REGISTRIES)
         raise ComponentError(

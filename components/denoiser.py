@@ -29,10 +29,15 @@ class Denoiser(nn.Module):
         eps = torch.randn(x.shape, device=x.device, generator=generator)
         return self.loss_at(x, t, eps, labels)
 
-    def loss_at(self, x: Tensor, t: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
+    def eps_hat_at(self, x: Tensor, t: Tensor, eps: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(eps_hat, logsnr [B]) for x noised at t: z_t = alpha_t x + sigma_t eps, alpha^2 = sigmoid(lambda(t))."""
         logsnr = self.schedule.logsnr(t)  # [B]
         alpha, sigma = alpha_sigma(logsnr.reshape(-1, 1, 1, 1))
         z = alpha * x + sigma * eps  # [B, C, H, W]
         _, eps_hat = self.predict(z, logsnr, labels)
+        return eps_hat, logsnr
+
+    def loss_at(self, x: Tensor, t: Tensor, eps: Tensor, labels: Tensor | None = None) -> Tensor:
+        eps_hat, logsnr = self.eps_hat_at(x, t, eps, labels)
         dlogsnr_dt = self.schedule.dlogsnr_dt(t) if self.loss_fn.needs_dlogsnr_dt else None
         return self.loss_fn(eps_hat, eps, logsnr, dlogsnr_dt)

@@ -1,19 +1,29 @@
-"""Errors the command-line entry points turn into one line on stderr and exit code 2."""
+"""The errors the harness raises for bad input and for trials that cannot finish.
+
+A ``UsageError`` is one line that names the file and the key path. Where the library cannot know how the
+caller named an input (a storage URL given to ``harness.results.load``, a study name), the error carries a
+``subject`` (``storage``, ``study``) and reads ``storage: ...``; a command line shows its own flag there
+(``--storage: ...``, ``harness.cli.common``).
+"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from functools import wraps
-
-from sqlalchemy.exc import SQLAlchemyError
-
-from harness.safe_text import terminal_safe
+from collections.abc import Mapping
 
 
 class UsageError(ValueError):
     """Bad user input: a study file, a flag, a dataset path, a storage URL. The message is one line that
-    names the file and the key path."""
+    names the file and the key path, or starts with the ``subject`` it is about."""
+
+    def __init__(self, message: str, *, subject: str | None = None):
+        self.subject, self.detail = subject, message
+        super().__init__(f"{subject}: {message}" if subject else message)
+
+    def named(self, names: Mapping[str, str]) -> str:
+        """The message with its subject shown as the caller names it (``{"storage": "--storage"}``)."""
+        if self.subject in names:
+            return f"{names[self.subject]}: {self.detail}"
+        return str(self)
 
 
 class TrialFailed(RuntimeError):
@@ -26,25 +36,3 @@ class Diverged(TrialFailed):
 
 def one_line(message: str) -> str:
     return " ".join(str(message).split())
-
-
-def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a CLI main: UsageError -> ``error: ...`` on stderr and exit 2, no traceback. A database error
-    that no entry point foresaw (``harness.storage`` names the storage of those it does) is one line too."""
-
-    @wraps(main)
-    def wrapper(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except UsageError as err:
-            message = one_line(str(err))
-        except Exception as err:  # a database error, also wrapped by Optuna (StorageInternalError)
-            db_error = err if isinstance(err, SQLAlchemyError) else err.__cause__
-            if not isinstance(db_error, SQLAlchemyError):
-                raise
-            cause = getattr(db_error, "orig", None) or db_error
-            message = f"database: {type(cause).__name__}: {one_line(str(cause).splitlines()[0] if str(cause) else '')}"
-        print(f"error: {terminal_safe(message)}", file=sys.stderr)
-        return 2
-
-    return wrapper

@@ -49,7 +49,7 @@ LIMITS = {
     "sql_rows": Limit(1_000_000, "rows one --sql statement may return"),
 }
 
-# key paths of a resolved trial config -> the limit bounding them (None values are not checked)
+# key paths of a trial config -> the limit bounding them (None values are not checked)
 CONFIG_LIMITS = {
     "train.steps": "steps",
     "train.warmup_steps": "steps",
@@ -100,11 +100,12 @@ def check(name: str, value: int | float | None, where: str) -> None:
         raise exceeded(name, value, where)
 
 
-def check_config(config: dict[str, Any]) -> None:
-    """Every bounded key of a resolved trial config (``CONFIG_LIMITS``); UsageError names the key path."""
+def check_config(config: Any) -> None:
+    """Every bounded key of a trial config (``CONFIG_LIMITS``), as written (mappings) or resolved (a typed
+    ``TrialConfig``: the same key paths as attributes); UsageError names the key path."""
     for key, name in CONFIG_LIMITS.items():
         node: Any = config
         for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
+            node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
         if isinstance(node, int | float) and not isinstance(node, bool):
             check(name, node, key)

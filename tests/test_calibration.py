@@ -6,8 +6,8 @@ import torch
 from metric_context import cpu_context
 
 import components
-from harness.calibration import BASELINES, baseline_images, calibration_values
 from harness.metrics import METRICS
+from harness.metrics.calibration import BASELINES, baseline_images, calibration_values
 
 
 def split(n: int = 320, resolution: int = 32):

@@ -11,10 +11,10 @@ import optuna
 import pytest
 
 from harness import results
-from harness.claims import ClaimLost, claim_trial, complete_trial, grid_cell
-from harness.concurrency import writer_engine
-from harness.optimize import open_rdb_storage
+from harness.driver.open import open_rdb_storage
 from harness.store import Store
+from harness.store.claims import ClaimLost, claim_trial, complete_trial, grid_cell
+from harness.store.concurrency import writer_engine
 from harness.study import main
 
 THREADS = 8

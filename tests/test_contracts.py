@@ -131,7 +131,7 @@ def test_sampler_contract(name, spacing):
 @pytest.mark.parametrize("name", sorted(METRICS))
 def test_metric_contract(name, tmp_path, monkeypatch):
     """Every metric's ``compute`` runs on a tiny context and returns its declared outputs (SWD adds a value per
-    pyramid level), each a finite number or None with the reason."""
+    pyramid level), each a finite number or None with the reason, and nothing it does not declare."""
     from metric_context import cpu_context
 
     monkeypatch.delenv("HARNESS_INCEPTION_WEIGHTS", raising=False)
@@ -155,6 +155,7 @@ def test_metric_contract(name, tmp_path, monkeypatch):
         assert value.name in metric.outputs or value.name.startswith(f"{name}_"), value.name
         assert value.value is None and value.attrs.get("reason") or math.isfinite(value.value), value
     assert {v.name for v in values} >= set(metric.outputs)
+    assert {v.name for v in values} <= set(metric.output_names(32))  # what the objective check reads
 
 
 def test_fidelity_values_are_one_scalar_and_one_row_per_std():

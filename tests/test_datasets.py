@@ -19,6 +19,7 @@ from components.datasets import DATASETS, SHAPE_TYPES, DatasetError, Folder, Ima
 from components.datasets import folder as folder_module
 from components.datasets import shapes as shapes_module
 from components.registry import ComponentError
+from harness.cli.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,13 +69,11 @@ def zip_tree(root: Path, dest: Path, prefix: str = "data/") -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
-def test_registry_entry_builds(name: str, tree: Path, tmp_path: Path) -> None:
-    spec = {"name": name, "path": str(tree)} if name == "folder" else name  # folder has no default path
-    if name == "array":  # a prepared copy of the same folder (harness.prepare writes the format)
-        from harness.prepare import prepare
-
-        prepare(tree, tmp_path / "prepared", 32, labels=False, limit=None)
-        spec = {"name": name, "path": str(tmp_path / "prepared"), "resolution": 32}
+def test_registry_entry_builds(name: str, tree: Path) -> None:
+    paths = {"folder": tree, "array": tree.parent / "prepared"}  # the datasets without a default path
+    if name == "array":
+        prepare(tree, paths["array"], resolution=32, labels=False, limit=None)
+    spec = {"name": name, "path": str(paths[name])} if name in paths else name
     ds = components.build("dataset", spec)
     assert isinstance(ds, ImageDataset) and len(ds) > 0
     assert ds.images.dtype == torch.uint8 and ds.channels == 3 and ds.images.shape[1] == 3

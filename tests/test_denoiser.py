@@ -12,6 +12,8 @@ from torch import nn
 import components
 from components.denoiser import Denoiser
 from components.parametrizations import PARAMETRIZATIONS
+from harness.config.models import EvalSpec
+from harness.trial.runner import validation_loss
 
 B, C, D = 4, 3, 8
 
@@ -151,3 +153,30 @@ def test_predict_drives_a_sampler():
         den.predict, den.schedule, (2, C, D, D), generator=torch.Generator().manual_seed(0)
     )
     assert out.shape == (2, C, D, D) and torch.isfinite(out).all()
+
+
+def test_eps_hat_at_is_what_the_loss_and_the_validation_loss_see():
+    """``eps_hat_at`` noises x at t as the loss does (z = alpha x + sigma eps, PAPER.md Eq. 1); the runner's
+    validation loss uses it, and equals the eps-MSE computed by hand from that formula."""
+    torch.manual_seed(0)
+    net = components.build("network", {"name": "uvit", "preset": "tiny", "resolution": 16})
+    schedule = components.build("schedule", {"name": "shifted_cosine", "resolution": 16})
+    den = Denoiser(net, schedule, components.build("parametrization", "v"), components.build("loss", "mse"))
+    g = torch.Generator().manual_seed(3)
+    x, eps, t = torch.rand(B, 3, 16, 16, generator=g) * 2 - 1, torch.randn(B, 3, 16, 16, generator=g), torch.rand(B)
+    eps_hat, logsnr = den.eps_hat_at(x, t, eps)
+    alpha, sigma = components.schedules.alpha_sigma(schedule.logsnr(t).view(-1, 1, 1, 1))
+    torch.testing.assert_close(eps_hat, den.predict(alpha * x + sigma * eps, schedule.logsnr(t))[1], rtol=0, atol=0)
+    torch.testing.assert_close(den.loss_at(x, t, eps), (eps_hat - eps).pow(2).flatten(1).mean(1), rtol=0, atol=0)
+
+    images = torch.randint(0, 256, (6, 3, 16, 16), generator=g, dtype=torch.uint8)
+    cfg = EvalSpec(val_buckets=2, val_repeats=1, batch_size=6)
+    got = validation_loss(den, images, cfg, seed=4)[0]["value"]
+    gen = torch.Generator().manual_seed(5)  # the runner's stream: seed + 1, then t and eps as it draws them
+    t = ((torch.arange(6) + torch.rand(6, generator=gen)) / 6)[torch.randperm(6, generator=gen)]
+    eps = torch.randn(images.shape, generator=gen)
+    lam = schedule.logsnr(t).view(-1, 1, 1, 1)
+    alpha, sigma = components.schedules.alpha_sigma(lam)
+    with torch.no_grad():
+        _, by_hand = den.predict(alpha * (images.float() / 127.5 - 1) + sigma * eps, lam.flatten())
+    assert got == pytest.approx((by_hand - eps).pow(2).mean().item(), rel=1e-6)

@@ -21,12 +21,12 @@ import optuna
 import pytest
 import torch
 
-from harness.concurrency import GRACE_FACTOR
-from harness.reproducibility import comparable_metrics, differences
-from harness.runner import run_trial
+from harness.config import load_study
+from harness.driver.recovery import GRACE_FACTOR
+from harness.report.reproducibility import comparable_metrics, differences
 from harness.store import Store
 from harness.study import main
-from harness.studyfile import load_study
+from harness.trial.runner import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_S = 2  # seconds between heartbeats: a trial without one for GRACE_FACTOR of them is stale

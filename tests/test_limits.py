@@ -5,7 +5,6 @@ folder dataset is checked by decoding one image, not the set."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,12 @@ from components.datasets import folder as folder_module
 from components.networks import NETWORKS
 from components.stems import STEMS
 from harness import limits
-from harness.config import RangeSpec
+from harness.config import load_study, resolve
+from harness.config.models import RangeSpec
+from harness.config.preflight import check_trials, count_params, read_limits
+from harness.config.space import Dimension, get_path
+from harness.config.yamlio import TooLarge, expanded_size, loads
 from harness.errors import UsageError
-from harness.preflight import check_trials, count_params, read_limits
-from harness.space import Dimension, get_path
-from harness.studyfile import load_study, resolve
-from harness.yamlio import TooLarge, expanded_size, loads
 
 PAPER = {  # simple diffusion's largest runs (Sec. 5): U-ViT of ~2B parameters, batch 2048, 500k steps, FID-50k
     "name": "paper",
@@ -39,8 +38,8 @@ def test_a_paper_size_run_fits_under_the_default_limits(monkeypatch):
         monkeypatch.delenv(limits.env_var(name), raising=False)
     config = resolve(copy.deepcopy(PAPER))
     check_trials(Path("paper.yaml"), [config])  # dataset bytes (63 GB) and parameters within the limits
-    large_512 = {**config["model"], "resolution": 512, "stem": {"name": "wavelet", "levels": 2}}
-    params = count_params(json.dumps(resolve({**PAPER, "model": large_512})["model"], sort_keys=True))
+    large_512 = {**config.to_json()["model"], "resolution": 512, "stem": {"name": "wavelet", "levels": 2}}
+    params = count_params(resolve({**PAPER, "model": large_512}).model)
     assert 1e9 < params < limits.limit("params")
 
 
@@ -50,7 +49,7 @@ def test_limits_move_with_their_environment_variable_and_are_named(monkeypatch):
     with pytest.raises(UsageError, match=r"^train.steps: 500000 is above the limit 100000 \(HARNESS_MAX_STEPS\)$"):
         resolve(config)
     monkeypatch.setenv("HARNESS_MAX_STEPS", "1000000")
-    assert resolve(config)["train"]["steps"] == 500_000
+    assert resolve(config).train.steps == 500_000
     monkeypatch.setenv("HARNESS_MAX_STEPS", "-3")
     with pytest.raises(UsageError, match=r"\$HARNESS_MAX_STEPS: must be a positive integer"):
         limits.limit("steps")
@@ -61,7 +60,7 @@ def test_every_bounded_key_exists_in_a_resolved_config():
         {
             "name": "x",
             "dataset": {"name": "shapes", "num_images": 64},
-            "train": {"warmup_steps": 10},  # a number, not auto
+            "train": {"warmup_steps": 5},  # a number (its default, auto, is a fraction of train.steps)
             "eval": {"fid": {"num_reference": 8}},
         }
     )
@@ -70,7 +69,7 @@ def test_every_bounded_key_exists_in_a_resolved_config():
         found = []
         for config in (shapes, folder):
             try:
-                found.append(get_path(config, key))
+                found.append(get_path(config.to_json(), key))
             except KeyError:
                 pass
         assert any(isinstance(v, int) for v in found), key
@@ -153,5 +152,5 @@ def test_parameters_counted_on_the_meta_device_equal_the_real_count(network, ste
     spec = resolve(
         {"name": "x", "dataset": {"name": "shapes", "resolution": 32}, "model": {"name": network, "stem": stem}}
     )
-    real = sum(p.numel() for p in components.build("network", spec["model"]).parameters())
-    assert count_params(json.dumps(spec["model"], sort_keys=True)) == real > 0
+    real = sum(p.numel() for p in components.build("network", spec.to_json()["model"]).parameters())
+    assert count_params(spec.model) == real > 0

@@ -14,8 +14,8 @@ from PIL import Image
 
 import components
 from components.datasets import DatasetError, ImageDataset
-from harness import prepare
-from harness.prepare import main
+from harness.cli import prepare
+from harness.cli.prepare import main
 
 
 def image_folder(root: Path, n_per_class: int = 4) -> Path:
@@ -101,7 +101,7 @@ def test_array_dataset_errors(tmp_path):
 
 def test_array_probe_reads_only_the_header(tmp_path):
     """The harness's up-front check (``probe``) sees a prepared set's size and format errors without loading it."""
-    from harness.preflight import read_limits
+    from harness.config.preflight import read_limits
 
     src = image_folder(tmp_path / "src")
     assert main([str(src), str(tmp_path / "p"), "--resolution", "16"]) == 0

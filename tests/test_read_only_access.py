@@ -20,12 +20,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from harness import results
+from harness.paths import MAX_SLUG, slug
 from harness.query import main as query_main
-from harness.readonly_sql import split_statements
 from harness.report.__main__ import main as report_main
 from harness.safe_text import spreadsheet_safe, terminal_safe
-from harness.storage import make_engine, open_store
-from harness.study import MAX_SLUG, slug
+from harness.store.connect import make_engine, open_store
+from harness.store.readonly_sql import split_statements
 from harness.study import main as study_main
 
 PG_URL = os.environ.get("HARNESS_TEST_POSTGRES_URL")

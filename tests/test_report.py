@@ -1,4 +1,4 @@
-"""harness.report, harness.summaries and ``harness.query --summary`` on a fixture database.
+"""harness.report (its tables and effects) and ``harness.query --summary`` on a fixture database.
 
 The fixture is written through the harness's Store API plus a real Optuna study of the same name in the
 same SQLite file, shaped like the runner's output: a 2 x 2 grid of factors x 3 seeds of complete trials,
@@ -24,9 +24,10 @@ from scipy import stats
 from harness import results
 from harness.query import main as query_main
 from harness.report.__main__ import main as report_main
+from harness.report.comparability import add_basis_columns, comparability_warnings, metric_bases
 from harness.report.data import pareto_mask
+from harness.report.effects import effects
 from harness.store import Store
-from harness.summaries import add_basis_columns, comparability_warnings, effects, metric_bases
 
 SCHEDULES = ["cosine", {"name": "shifted_cosine", "base_resolution": 32}]
 SCHEDULE_LABELS = ["cosine", "shifted_cosine(base_resolution=32)"]

@@ -18,7 +18,7 @@ from scipy import stats
 from test_report import SEEDS, make_study  # tests/ is on sys.path (pytest's rootdir-relative import)
 from test_stats import power_by_hand, smallest_n_by_hand
 
-from harness.report import render_report
+from harness.report.render import render_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 FLAGS = [

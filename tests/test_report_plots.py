@@ -8,18 +8,17 @@ import matplotlib.pyplot as plt
 import pytest
 from test_report import make_study  # tests/ is on sys.path (pytest's rootdir-relative import)
 
-from harness import timing
-from harness.report import data, plots
+from harness.report import data, plots, timing
 from harness.report.render import write_report
+from harness.report.tables import study_tables
 from harness.store import Store
-from harness.summaries import summarize
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plots")
     url = make_study(tmp / "h.db")
-    tables = summarize(Store(url), "ablation")
+    tables = study_tables(Store(url), "ablation")
     frame = tables.trials.assign(config=data.config_labels(tables))
     return tables, timing.with_load(frame, timing.trial_load(tables.metrics)), tmp
 

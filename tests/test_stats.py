@@ -1,4 +1,4 @@
-"""harness.stats' sample-size estimate and harness.verdicts' sentences, against hand computations.
+"""harness.report.stats' sample-size estimate and harness.report.verdicts' sentences, against hand computations.
 
 The power of a two-sided t test is computed here independently of SciPy's noncentral t: T = (Z + nc) / sqrt(V / df)
 with Z standard normal and V chi-square(df), so P(T > c) = E_V[P(Z > c sqrt(V / df) - nc)], integrated over V
@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from harness.stats import (
+from harness.report.effects import effects
+from harness.report.stats import (
     MAX_SEEDS,
     paired_power,
     seeds_needed_paired,
     seeds_needed_welch,
     welch_power,
 )
-from harness.summaries import effects
-from harness.verdicts import headline, verdict, verdicts
+from harness.report.verdicts import headline, verdict, verdicts
 
 
 def power_by_hand(df: float, nc: float, alpha: float = 0.05) -> float:

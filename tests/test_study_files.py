@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import load_study
 from harness.study import main
-from harness.studyfile import load_study
 
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = sorted((ROOT / "tests" / "invalid_studies").glob("*.yaml"))
@@ -81,20 +81,20 @@ def test_every_study_validates(path: Path):
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.relative_to(ROOT / "studies").as_posix())
 def test_every_study_passes_the_sampler_fidelity_guard(path: Path):
     """Issue 10: at s = 0.1 every arm keeps at least 0.85 of the variance and arms differ by at most 0.02."""
+    from harness.config import fidelity_notes
     from harness.metrics.fidelity import GUARD_STD, fidelity_by_std
-    from harness.study import fidelity_notes, planned_trials
 
     loaded = load_study(path)
     assert fidelity_notes(loaded) == []
     kept = [
-        fidelity_by_std(c["diffusion"]["schedule"], c["eval"]["sampler"])[GUARD_STD]
-        for c in map(loaded.trial_config, planned_trials(loaded) or [{}])
+        fidelity_by_std(c.diffusion.schedule, c.eval.sampler)[GUARD_STD]
+        for c in map(loaded.trial_config, loaded.planned_cells() or [{}])
     ]
     assert min(kept) >= 0.85 and max(kept) - min(kept) <= 0.02
 
 
 def test_guard_notes_name_the_failing_arms():
-    from harness.study import fidelity_notes
+    from harness.config import fidelity_notes
 
     old = load_study(ROOT / "studies" / "schedule_shift.yaml", ["eval.sampler={name: ddim, steps: 24, spacing: time}"])
     notes = fidelity_notes(old)

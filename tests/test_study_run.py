@@ -139,7 +139,7 @@ def test_generated_images_are_written_only_when_asked(tmp_path: Path):
 def test_trial_failed_by_optuna_for_missed_heartbeats_is_failed_in_the_harness_tables(tmp_path: Path):
     """A worker on another machine died: Optuna's stale-trial check fails its trial, and the next run of
     the study marks the harness row failed with the reason instead of leaving it "running"."""
-    from harness.recovery import HEARTBEAT_FAILED
+    from harness.driver.recovery import HEARTBEAT_FAILED
     from harness.store import Store
 
     study = write_study(tmp_path, space="train.seed: [0]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.train import GradClip
+from harness.trial.train import GradClip
 
 
 def clip_run(mode: str, threshold: float, scale: float, steps: int = 200) -> tuple[int, list[torch.Tensor]]:
@@ -54,16 +54,19 @@ def test_no_clipping_and_state_round_trip():
 
 def test_auto_recipe_scales_the_learning_rate_with_the_core_width():
     """lr: auto = LR_TIMES_WIDTH / core width (the U-ViT's transformer, the U-Net's bottom); warm-up 10 %."""
-    from harness.recipes import LR_TIMES_WIDTH, recipe, train_settings
+    from harness.config import resolve
+    from harness.trial.recipes import LR_TIMES_WIDTH, recipe
 
     def config(model, **train):
-        return {"model": model, "train": {"lr": "auto", "warmup_steps": "auto", "steps": 300, **train}}
+        dataset = {"name": "shapes", "resolution": model.pop("resolution", 32)}
+        train = {"lr": "auto", "warmup_steps": "auto", "steps": 300, **train}
+        return resolve({"name": "x", "dataset": dataset, "model": model, "train": train})
 
     small = recipe(config({"name": "uvit", "preset": "small", "resolution": 64}))
     base = recipe(config({"name": "uvit", "preset": "base", "resolution": 64}))
     unet = recipe(config({"name": "unet", "preset": "base", "resolution": 64}))
-    assert small["lr"] == LR_TIMES_WIDTH / 96 and base["lr"] == unet["lr"] == LR_TIMES_WIDTH / 768
-    assert small["lr"] / base["lr"] == 8 and "core width 768" in base["lr_rule"]
-    assert small["warmup_steps"] == 30 and recipe(config({"name": "uvit"}, steps=10**6))["warmup_steps"] == 5000
-    given = train_settings(config({"name": "uvit"}, lr=0.01, warmup_steps=7))
-    assert given["lr"] == 0.01 and given["warmup_steps"] == 7
+    assert small.lr == LR_TIMES_WIDTH / 96 and base.lr == unet.lr == LR_TIMES_WIDTH / 768
+    assert small.lr / base.lr == 8 and "core width 768" in base.lr_rule
+    assert small.warmup_steps == 30 and recipe(config({"name": "uvit"}, steps=10**6)).warmup_steps == 5000
+    given = recipe(config({"name": "uvit"}, lr=0.01, warmup_steps=7))
+    assert given.lr == 0.01 and given.warmup_steps == 7

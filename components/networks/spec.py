@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from components.registry import Component, ComponentError, did_you_mean, validate_spec
 from components.stems import STEMS
@@ -46,6 +46,7 @@ class NetworkSpec(Component):
     num_classes: int = Field(0, ge=0)  # 0 = unconditional; label num_classes = null label
     stem: dict[str, Any] = Field(default_factory=lambda: {"name": "none"}, validate_default=True)
     dropout: DropoutPlacement = DropoutPlacement()
+    _stem: tuple[dict[str, Any], Component] | None = PrivateAttr(default=None)  # (the stem field, validated)
 
     @field_validator("preset")
     @classmethod
@@ -77,8 +78,10 @@ class NetworkSpec(Component):
 
     @property
     def stem_spec(self) -> Component:
-        """The validated stem spec (``factor``, ``out_channels``, ``make``)."""
-        return validate_spec("stem", STEMS, self.stem)
+        """The validated stem spec (``factor``, ``out_channels``, ``make``), validated once per stem."""
+        if self._stem is None or self._stem[0] is not self.stem:
+            self._stem = (self.stem, validate_spec("stem", STEMS, self.stem))
+        return self._stem[1]
 
     @property
     def grid(self) -> int:

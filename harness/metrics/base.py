@@ -77,12 +77,21 @@ class EvalContext:
 
 
 class Metric(Component):
-    """Base of every metric spec. ``outputs``: the value names ``compute`` writes (SWD adds ``swd_<r>``).
-    ``compares_samples``: a quality metric of the generated images against the reference set; those also get
-    calibration baselines (``harness.calibration``)."""
+    """Base of every metric spec: a component (its fields are its parameters, set from a study file's
+    ``eval.metrics`` entry ``{name, ...params}``) whose ``compute(ctx)`` returns the values of one trial.
+
+    ``outputs``: the value names ``compute`` writes at every resolution, the headline first;
+    ``output_names(resolution)`` adds names that depend on the images (SWD: ``swd_<r>`` per pyramid level), so
+    that a study's objectives are checked against what its metrics will write. ``compares_samples``: a quality
+    metric of the generated images against the reference set; those also get calibration baselines
+    (``harness.metrics.calibration``)."""
 
     outputs: ClassVar[tuple[str, ...]] = ()
     compares_samples: ClassVar[bool] = False
+
+    def output_names(self, resolution: int) -> tuple[str, ...]:
+        """Every value name ``compute`` writes for images ``resolution`` pixels on a side."""
+        return self.outputs
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         raise NotImplementedError

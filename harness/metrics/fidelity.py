@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import components
+from components.registry import Component
 from components.samplers import gaussian_retention
 from harness.metrics.base import MetricValue
 
@@ -26,19 +27,25 @@ GUARD_SPREAD = 0.02  # arms of one comparison differ by at most this much at GUA
 METHOD = "exact linear-Gaussian chain of the sampler's updates, perfect denoiser, data N(0, s^2) per pixel"
 
 
-def fidelity_by_std(schedule_spec: Any, sampler_spec: Any) -> dict[float, float]:
-    """{s: fraction of variance kept} for s in ``FIDELITY_STDS`` (specs as in a resolved trial config)."""
-    schedule = components.build("schedule", schedule_spec)
-    sampler = components.build("sampler", sampler_spec)
+def _validated(family: str, spec: Any) -> Component:
+    """A component as it is, or a spec (a name or a mapping) validated."""
+    return spec if isinstance(spec, Component) else components.validate(family, spec)
+
+
+def fidelity_by_std(schedule: Any, sampler: Any) -> dict[float, float]:
+    """{s: fraction of variance kept} for s in ``FIDELITY_STDS``; ``schedule`` and ``sampler`` are components
+    (as in a ``TrialConfig``) or their specs."""
+    schedule, sampler = _validated("schedule", schedule).instantiate(), _validated("sampler", sampler).instantiate()
     return {std: gaussian_retention(sampler, schedule, std) for std in FIDELITY_STDS}
 
 
-def fidelity_values(schedule_spec: Any, sampler_spec: Any) -> list[MetricValue]:
+def fidelity_values(schedule: Any, sampler: Any) -> list[MetricValue]:
     """``sampler_fidelity`` (at ``GUARD_STD``) and ``sampler_fidelity_by_std`` (one row per s, step = index)."""
-    by_std = fidelity_by_std(schedule_spec, sampler_spec)
+    schedule, sampler = _validated("schedule", schedule), _validated("sampler", sampler)
+    by_std = fidelity_by_std(schedule, sampler)
     attrs = {
-        "schedule": schedule_spec,
-        "sampler": sampler_spec,
+        "schedule": schedule.to_spec(),
+        "sampler": sampler.to_spec(),
         "by_std": {str(k): v for k, v in by_std.items()},
         "guard": {"std": GUARD_STD, "min": GUARD_MIN, "max_spread": GUARD_SPREAD},
         "method": METHOD,

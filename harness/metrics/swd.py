@@ -183,6 +183,10 @@ class Swd(Metric):
     num_images: int = Field(default=16384, ge=2)  # at most this many images per set (PGGAN: 16k)
     normalize: Normalize = "reference"  # descriptors normalised by the reference set's stats, or "per_set"
 
+    def output_names(self, resolution: int) -> tuple[str, ...]:
+        """``swd`` and ``swd_<r>`` for each pyramid level r (pixels: the resolution, halved down to 16)."""
+        return (*self.outputs, *(f"swd_{r}" for r in level_resolutions(resolution)))
+
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         gen = ctx.samples().detach().cpu()
         n = min(len(gen), len(ctx.reference), self.num_images)

@@ -1,32 +1,8 @@
-"""``python -m harness.report --study NAME [--storage URL] [--out DIR]``"""
+"""``python -m harness.report``: the report command (``harness.cli.report``)."""
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from harness.errors import cli_main
-from harness.report import render_report
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.report",
-        description="Render a study's report (index.html, trials.csv, summary.csv, plots) from the database.",
-    )
-    parser.add_argument("--study", required=True, help="study name")
-    parser.add_argument("--storage", help="database URL (default: $HARNESS_STORAGE or sqlite:///results/harness.db)")
-    parser.add_argument("--out", help="output folder (default: reports/NAME/)")
-    return parser.parse_args(argv)
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    index = render_report(args.storage, args.study, args.out)
-    print(f"report: {index}")
-    return 0
-
+from harness.cli.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""What the report shows beyond ``harness.summaries.StudyTables``: provenance, configuration labels, curves,
+"""What the report shows beyond ``harness.report.tables.StudyTables``: provenance, configuration labels, curves,
 sample grids and Optuna's parameter importances. Everything here is data; ``plots`` and ``render`` draw it.
 """
 
@@ -18,8 +18,8 @@ import pandas as pd
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from harness.store import Store
-from harness.summaries import StudyTables
+from harness.report.tables import StudyTables
+from harness.store.tables import Store
 
 MIN_TRIALS_FOR_IMPORTANCE = 4
 MIN_VARYING_PARAMS_FOR_IMPORTANCE = 2

@@ -23,11 +23,11 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from harness.paths import slug  # noqa: E402
 from harness.report.data import PERCENT_METRICS, metric_label, pareto_mask  # noqa: E402
-from harness.stats import t_interval  # noqa: E402
-from harness.study import slug  # noqa: E402
-from harness.summaries import StudyTables  # noqa: E402
-from harness.timing import all_same_network, loaded  # noqa: E402
+from harness.report.stats import t_interval  # noqa: E402
+from harness.report.tables import StudyTables  # noqa: E402
+from harness.report.timing import all_same_network, loaded  # noqa: E402
 
 DPI = 96
 BOX_MIN_N = 5  # fewer trials per level: points and mean +- 95% t interval instead of a box

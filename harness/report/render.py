@@ -1,4 +1,4 @@
-"""Write a study's report: extract (``harness.summaries`` + ``data``), then render CSV, PNG and HTML."""
+"""Write a study's report: extract (``harness.report.tables`` + ``data``), then render CSV, PNG and HTML."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness import timing
-from harness.checks import calibration_table
 from harness.errors import UsageError
-from harness.report import data, plots
+from harness.paths import slug
+from harness.report import data, plots, timing
+from harness.report.caveats import calibration_table
+from harness.report.tables import StudyTables, study_tables
 from harness.safe_text import frame_for_spreadsheet
-from harness.store import Store
-from harness.summaries import StudyTables, summarize
+from harness.store.connect import open_store
+from harness.store.tables import Store
 
 SUMMARY_FILE = "summary.csv"
 TRIALS_FILE = "trials.csv"
@@ -93,13 +94,22 @@ def _copy_samples(grids: pd.DataFrame, out: Path) -> tuple[list[dict], list[tupl
     return shown, missing
 
 
+def render_report(storage: str | None, study: str, out: str | Path | None = None) -> Path:
+    """Render ``study`` from the database at ``storage`` (opened read-only) into ``out`` (default
+    ``reports/<study>/``); returns the path of index.html. Unknown studies and missing databases raise
+    ``UsageError``."""
+    store = open_store(storage, create=False)
+    target = Path(out) if out is not None else Path("reports") / slug(study)
+    return write_report(store, study, target)
+
+
 def write_report(store: Store, study: str, out: Path) -> Path:
     """Render ``study`` from ``store`` into ``out`` (created); returns the path of index.html."""
-    tables = summarize(store, study)
+    tables = study_tables(store, study)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"--out: cannot create the folder {out}: {err.strerror or err}") from None
+        raise UsageError(f"cannot create the folder {out}: {err.strerror or err}", subject="out") from None
     # text cells a spreadsheet would run as formulas (a parameter value "=cmd|...") are quoted
     frame_for_spreadsheet(tables.trial_csv()).to_csv(out / TRIALS_FILE, index=False)
     frame_for_spreadsheet(tables.effects).to_csv(out / SUMMARY_FILE, index=False)

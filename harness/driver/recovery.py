@@ -10,14 +10,17 @@ A worker can die at any instant of a trial. What it leaves behind, and what beco
   is failed once older than the grace period without a heartbeat; with a heartbeat Optuna's own
   stale-trial check fails it after the same grace period.
 - Optuna's stale-trial check (``fail_stale_trials``) runs every time, also when nothing is left to run,
-  and harness rows of trials it failed are marked failed.
+  and harness rows of trials it failed are marked failed: ``interrupted`` when the worker was a process of
+  this host that has ended (the same reason as above, whichever check came first), else the heartbeat's.
 
 Grid cells of failed trials are queued again by the caller; tpe/random trials are re-queued here.
+Heartbeats: every ``HARNESS_HEARTBEAT_S`` seconds (``heartbeat_interval``); stale after ``GRACE_FACTOR`` missed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -29,23 +32,51 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 
 from harness.environment import pid_alive
-from harness.store import Store
+from harness.errors import UsageError
+from harness.store.tables import Store
 
 HEARTBEAT_FAILED = (
     "failed by Optuna: its worker stopped sending heartbeats (the process or its machine died, or lost the "
     "database); the trial is retried"
 )
 INTERRUPTED = "interrupted: the process running it ended"
+HEARTBEAT_S = 60  # Optuna's heartbeat interval; a trial is stale after GRACE_FACTOR missed intervals
+GRACE_FACTOR = 3
+
+
+def heartbeat_interval() -> int:
+    """Seconds between a running trial's heartbeats (``HARNESS_HEARTBEAT_S``, default 60). A trial whose
+    worker missed ``GRACE_FACTOR`` of them is stale: failed and retried by the next worker that looks."""
+    raw = os.environ.get("HARNESS_HEARTBEAT_S")
+    if raw is None:
+        return HEARTBEAT_S
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"HARNESS_HEARTBEAT_S: must be a positive whole number of seconds, got {raw!r}")
+    return value
+
+
+def worker_died_here(env: dict[str, Any], host: str) -> bool:
+    """The trial's worker was a process of this host that no longer exists."""
+    return env.get("host") == host and not pid_alive(int(env.get("pid", -1)))
 
 
 def sync_heartbeat_failures(study: optuna.Study, store: Store, name: str) -> int:
     """Trials that Optuna failed for missed heartbeats (another worker's stale-trial check) are still
-    "running" in the harness tables: mark them failed with the reason. Returns how many."""
+    "running" in the harness tables: mark them failed with the reason (``INTERRUPTED`` when their worker was
+    a process of this host that has ended, whichever check saw it first). Returns how many."""
     running = store.running_trials(name)
-    synced = 0
+    if not running:
+        return 0
+    envs = store.trials(name).set_index("trial_number")["env_json"]
+    host, synced = socket.gethostname(), 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if trial.number in running:
-            store.finish_trial(name, trial.number, "failed", HEARTBEAT_FAILED)
+            dead = worker_died_here(json.loads(envs.get(trial.number) or "{}"), host)
+            store.finish_trial(name, trial.number, "failed", INTERRUPTED if dead else HEARTBEAT_FAILED)
             synced += 1
     return synced
 
@@ -115,7 +146,7 @@ def recover(
             continue
         row = rows.loc[trial.number]
         env = json.loads(row["env_json"] or "{}")
-        dead = env.get("host") == host and not pid_alive(int(env.get("pid", -1)))
+        dead = worker_died_here(env, host)
         if row["state"] == "complete":  # killed between the harness's commit and Optuna's
             if dead or _age_s(row["finished_at"], now_utc) > grace_s / 2:
                 values = _objective_values(store, name, trial.number, objectives)

@@ -1,4 +1,4 @@
-"""``harness.query --sql``: exactly one statement, read-only, bounded in time and rows, enforced by the database.
+"""One SQL statement (``harness.query --sql``): read-only, bounded in time and rows, enforced by the database.
 
 Layers, each enough on its own to keep the database unchanged:
 
@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from harness import limits
 from harness.errors import UsageError, one_line
-from harness.storage import connect_sqlite_read_only, database_errors, make_engine
+from harness.store.connect import connect_sqlite_read_only, database_errors, make_engine
 
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 
@@ -97,9 +97,9 @@ def split_statements(sql: str, backend: str) -> list[str]:
 def single_statement(sql: str, backend: str) -> str:
     statements = split_statements(sql, backend)
     if not statements:
-        raise UsageError("--sql: no SQL statement given")
+        raise UsageError("no SQL statement given", subject="sql")
     if len(statements) > 1:
-        raise UsageError(f"--sql: one statement only, got {len(statements)} separated by ';'")
+        raise UsageError(f"one statement only, got {len(statements)} separated by ';'", subject="sql")
     return statements[0]
 
 
@@ -118,12 +118,14 @@ def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, db: str 
 
 def _limit_rows(rows: list[tuple], max_rows: int) -> list[tuple]:
     if len(rows) > max_rows:
-        raise UsageError(f"--sql: more than {max_rows} rows ({limits.env_var('sql_rows')}); add a WHERE or LIMIT")
+        raise UsageError(
+            f"more than {max_rows} rows ({limits.env_var('sql_rows')}); add a WHERE or LIMIT", subject="sql"
+        )
     return rows
 
 
 def _timed_out(seconds: int) -> UsageError:
-    return UsageError(f"--sql: stopped after {seconds} s ({limits.env_var('sql_seconds')})")
+    return UsageError(f"stopped after {seconds} s ({limits.env_var('sql_seconds')})", subject="sql")
 
 
 def run_sqlite(path: Path, statement: str) -> tuple[list[str], list[tuple]]:
@@ -143,7 +145,7 @@ def run_sqlite(path: Path, statement: str) -> tuple[list[str], list[tuple]]:
         text = one_line(str(err))
         if "not authorized" in text or "authorization denied" in text:
             text = f"only reading is allowed ({text})"
-        raise UsageError(f"--sql: {text}") from None
+        raise UsageError(text, subject="sql") from None
     finally:
         if conn is not None:
             conn.close()
@@ -171,8 +173,8 @@ def run_postgres(url: str, statement: str) -> tuple[list[str], list[tuple]]:
     except psycopg.Error as err:
         text = one_line(str(err).splitlines()[0] if str(err) else type(err).__name__)
         if isinstance(err, psycopg.errors.SyntaxError):  # DECLARE ... CURSOR FOR takes a query, nothing else
-            text += " (on PostgreSQL --sql runs one SELECT or VALUES query)"
-        raise UsageError(f"--sql: {text}") from None
+            text += " (on PostgreSQL the statement runs as one SELECT or VALUES query)"
+        raise UsageError(text, subject="sql") from None
     finally:
         with contextlib.suppress(psycopg.Error):  # a lost connection has nothing to roll back
             raw.driver_connection.rollback()
@@ -185,7 +187,7 @@ def run_read_only(url: str, sql: str) -> tuple[list[str], list[tuple]]:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
-        raise UsageError(f"--sql: read-only queries are enforced on SQLite and PostgreSQL only, not {backend}")
+        raise UsageError(f"read-only queries are enforced on SQLite and PostgreSQL only, not {backend}", subject="sql")
     statement = single_statement(sql, backend)
     if backend == "sqlite":
         return run_sqlite(Path(parsed.database), statement)

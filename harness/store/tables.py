@@ -45,13 +45,14 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from harness.concurrency import retry_creation_race
+from harness.store.concurrency import retry_creation_race
 
 SCHEMA_VERSION = 1
 
@@ -180,8 +181,6 @@ class Store:
                 raise SchemaMismatch(f"harness schema version {version} in {self.url}, expected {SCHEMA_VERSION}")
 
     def has_schema(self) -> bool:
-        from sqlalchemy import inspect
-
         return inspect(self.engine).has_table("harness_trials")
 
     # -- writes -------------------------------------------------------------------------------------

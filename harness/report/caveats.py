@@ -1,6 +1,6 @@
 """What a reader must see before trusting a comparison, extracted from a study's trials frame: the evaluation
 sampler's fidelity per arm (``harness.metrics.fidelity``) with a warning where arms differ, and the calibration
-baselines (``harness.calibration``) beside the trials' quality values."""
+baselines (``harness.metrics.calibration``) beside the trials' quality values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from harness.calibration import BASELINES
+from harness.metrics.calibration import BASELINES
 from harness.metrics.fidelity import GUARD_MIN, GUARD_SPREAD, GUARD_STD
 
 FIDELITY = "sampler_fidelity"

@@ -9,16 +9,15 @@ Every problem is a ``UsageError`` naming the study file and the key path.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import torch
 
-import components
 from components.datasets import OverLimit, ReadLimits
-from components.registry import ComponentError
+from components.networks.spec import NetworkSpec
+from components.registry import Component, ComponentError
 from harness import limits
+from harness.config.trial import TrialConfig
 from harness.errors import UsageError
 
 
@@ -26,26 +25,25 @@ def read_limits() -> ReadLimits:
     return ReadLimits(**{name: limits.limit(name) for name in ("images", "file_bytes", "zip_ratio", "image_pixels")})
 
 
-def check_dataset(spec: dict[str, Any], where: str) -> int:
-    """Probe a resolved dataset spec; returns its number of images. ``where``: the study file."""
+def check_dataset(spec: Component, where: str) -> int:
+    """Probe a validated dataset spec; returns its number of images. ``where``: the study file."""
     try:
-        count = components.validate("dataset", spec).probe(read_limits())
+        count = spec.probe(read_limits())
     except OverLimit as err:
         raise UsageError(f"{where}: dataset.{err.key}: {err.message} ({limits.env_var(err.limit)})") from None
     except ComponentError as err:
         raise UsageError(f"{where}: dataset.{err.key}: {err.message}") from None
-    res = spec["resolution"]
+    res = spec.resolution
     limits.check(
         "dataset_bytes", count * 3 * res * res, f"{where}: dataset: {count} images at {res} x {res} (bytes in memory)"
     )
     return count
 
 
-@lru_cache(maxsize=64)
-def count_params(model_json: str) -> int:
-    """Parameters of a resolved network spec, built on the meta device (shapes only, no storage)."""
+def count_params(spec: NetworkSpec) -> int:
+    """Parameters of a network spec, built on the meta device (shapes only, no storage, no time)."""
     with torch.device("meta"):
-        network = components.build("network", json.loads(model_json))
+        network = spec.instantiate()
     return sum(p.numel() for p in network.parameters())
 
 
@@ -58,19 +56,20 @@ def check_device(choice: str, where: str) -> None:
         )
 
 
-def check_trials(path: Path, configs: list[dict[str, Any]]) -> None:
+def check_trials(path: Path, configs: list[TrialConfig]) -> None:
     """Check every distinct dataset, network and device of ``configs`` (resolved trial configs)."""
     seen: set[tuple[str, str]] = set()
     for config in configs:
-        for kind in ("dataset", "model", "device"):
-            value = config["train"]["device"] if kind == "device" else config[kind]
-            key = (kind, json.dumps(value, sort_keys=True))
-            if key in seen:
+        for check, value, key in (
+            (check_dataset, config.dataset, json.dumps(config.dataset.to_spec(), sort_keys=True)),
+            (check_params, config.model, json.dumps(config.model.to_spec(), sort_keys=True)),
+            (check_device, config.train.device, config.train.device),
+        ):
+            if (check.__name__, key) in seen:
                 continue
-            seen.add(key)
-            if kind == "dataset":
-                check_dataset(value, str(path))
-            elif kind == "model":
-                limits.check("params", count_params(key[1]), f"{path}: model (network parameters)")
-            else:
-                check_device(value, str(path))
+            seen.add((check.__name__, key))
+            check(value, str(path))
+
+
+def check_params(spec: NetworkSpec, where: str) -> None:
+    limits.check("params", count_params(spec), f"{where}: model (network parameters)")

@@ -1,4 +1,4 @@
-"""The trial runner: one resolved trial config in, one result out (no Optuna, no database in here).
+"""The trial runner: one ``TrialConfig`` in, one result out (no Optuna, no database in here).
 
 Seeds from the study seed and the trial's ``train.seed``; builds the components; trains; evaluates
 (a sample grid PNG, validation loss per logSNR bucket on held-out data, the metrics of ``eval.metrics``).
@@ -16,16 +16,16 @@ from typing import Any
 import torch
 from torchvision.utils import save_image
 
-import components
 from components.denoiser import Denoiser
-from components.schedules import alpha_sigma
-from harness.calibration import calibration_values
+from harness.config import TrialConfig
+from harness.config.models import EvalSpec
 from harness.errors import TrialFailed
-from harness.metrics import METRICS, EvalContext, FidOptions, LoadMeter, PeakMemory, ThroughputMeter
+from harness.metrics import EvalContext, LoadMeter, PeakMemory, ThroughputMeter
+from harness.metrics.calibration import calibration_values
 from harness.metrics.features import write_folder
 from harness.metrics.fidelity import fidelity_values
-from harness.recipes import recipe_values, train_settings
-from harness.train import to_float, train
+from harness.trial.recipes import recipe, recipe_values
+from harness.trial.train import to_float, train
 
 
 @dataclass
@@ -41,9 +41,10 @@ def derive_seed(study_seed: int, trial_seed: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """Identity of a trial's work (checkpoints are kept per config, so a retried trial resumes)."""
-    relevant = {k: v for k, v in config.items() if k not in ("storage",)}
+def config_hash(config: TrialConfig) -> str:
+    """Identity of a trial's work (checkpoints are kept per config, so a retried trial resumes): a hash of the
+    resolved config as stored, without the storage URL."""
+    relevant = {k: v for k, v in config.to_json().items() if k not in ("storage",)}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -53,41 +54,36 @@ def pick_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
-def build_denoiser(config: dict[str, Any], num_classes: int, device: torch.device) -> Denoiser:
-    model_spec = dict(config["model"])
-    model_spec["num_classes"] = num_classes
-    network = components.build("network", model_spec).to(device)
-    diffusion = config["diffusion"]
+def build_denoiser(config: TrialConfig, num_classes: int, device: torch.device) -> Denoiser:
+    network = config.model.model_copy(update={"num_classes": num_classes}).instantiate().to(device)
+    diffusion = config.diffusion
     return Denoiser(
         network,
-        components.build("schedule", diffusion["schedule"]),
-        components.build("parametrization", diffusion["parametrization"]),
-        components.build("loss", diffusion["loss"]),
+        diffusion.schedule.instantiate(),
+        diffusion.parametrization.instantiate(),
+        diffusion.loss.instantiate(),
     ).to(device)
 
 
 @torch.no_grad()
-def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: dict[str, Any], seed: int) -> list[dict]:
+def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: EvalSpec, seed: int) -> list[dict]:
     """Unweighted eps-MSE on held-out images (comparable across loss ablations), overall and per logSNR
-    bucket (fixed edges over [-15, 15], open at both ends); t is stratified over [0, 1]."""
+    bucket (fixed edges over [-15, 15], open at both ends); t is stratified over [0, 1]. The images are noised
+    by the denoiser itself (``Denoiser.eps_hat_at``), as in training."""
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     device = images.device
     net = denoiser.network
     was_training = net.training
     net.eval()
-    edges = torch.linspace(-15.0, 15.0, cfg["val_buckets"] + 1)
+    edges = torch.linspace(-15.0, 15.0, cfg.val_buckets + 1)
     edges[0], edges[-1] = -float("inf"), float("inf")
     losses, logsnrs = [], []
-    for _ in range(cfg["val_repeats"]):
-        for chunk in images.split(cfg["batch_size"]):
+    for _ in range(cfg.val_repeats):
+        for chunk in images.split(cfg.batch_size):
             b = chunk.shape[0]
             t = ((torch.arange(b) + torch.rand(b, generator=gen)) / b)[torch.randperm(b, generator=gen)]
             eps = torch.randn(chunk.shape, generator=gen)
-            x = to_float(chunk)
-            logsnr = denoiser.schedule.logsnr(t.to(device))
-            alpha, sigma = alpha_sigma(logsnr.view(-1, 1, 1, 1))
-            z = alpha * x + sigma * eps.to(device)
-            _, eps_hat = denoiser.predict(z, logsnr, None)
+            eps_hat, logsnr = denoiser.eps_hat_at(to_float(chunk), t.to(device), eps.to(device))
             if not torch.isfinite(eps_hat).all():
                 raise TrialFailed("non-finite network output on held-out data (validation loss)")
             losses.append((eps_hat - eps.to(device)).pow(2).flatten(1).mean(1).cpu())
@@ -95,7 +91,7 @@ def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: dict[str, Any
     net.train(was_training)
     loss, lam = torch.cat(losses), torch.cat(logsnrs)
     out = [{"name": "val_loss", "value": loss.mean().item(), "attrs": {"n": int(loss.numel()), "loss": "eps_mse"}}]
-    for i in range(cfg["val_buckets"]):
+    for i in range(cfg.val_buckets):
         mask = (lam >= edges[i]) & (lam < edges[i + 1])
         value = loss[mask].mean().item() if mask.any() else None
         attrs = {"logsnr_low": float(edges[i]), "logsnr_high": float(edges[i + 1]), "n": int(mask.sum())}
@@ -106,7 +102,7 @@ def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: dict[str, Any
 class SampleCache:
     """Generates the evaluation samples once (uint8 [N, C, H, W]) and measures sampling speed."""
 
-    def __init__(self, denoiser: Denoiser, config: dict[str, Any], shape, device, seed: int, stats: dict):
+    def __init__(self, denoiser: Denoiser, config: EvalSpec, shape, device, seed: int, stats: dict):
         self.denoiser, self.config, self.shape, self.device, self.seed = denoiser, config, shape, device, seed
         self.stats, self._images = stats, None
 
@@ -116,16 +112,16 @@ class SampleCache:
         return self._images
 
     def _generate(self) -> torch.Tensor:
-        ev = self.config["eval"]
-        sampler = components.build("sampler", ev["sampler"])
+        ev = self.config
+        sampler = ev.sampler.instantiate()
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
         meter = ThroughputMeter(self.device, warmup=1)
-        chunks, left = [], ev["num_samples"]
+        chunks, left = [], ev.num_samples
         wall0, load = time.perf_counter(), LoadMeter()  # the machine load the throughput was measured under
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         with PeakMemory(self.device) as memory, autocast:
             while left > 0:
-                b = min(left, ev["batch_size"])
+                b = min(left, ev.batch_size)
                 with meter.step(b):
                     x = sampler.sample(
                         self.denoiser.predict,
@@ -140,10 +136,10 @@ class SampleCache:
                 chunks.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
                 left -= b
         steps = sampler.steps
-        ips = meter.images_per_s or ev["num_samples"] / max(time.perf_counter() - wall0, 1e-9)
+        ips = meter.images_per_s or ev.num_samples / max(time.perf_counter() - wall0, 1e-9)
         self.stats.update(
             sample_images_per_s=ips,
-            sample_seconds_per_step=(ev["batch_size"] / ips) / steps if ips else None,
+            sample_seconds_per_step=(ev.batch_size / ips) / steps if ips else None,
             sample_peak_memory_bytes=memory.peak_bytes,
             wall_s_sample=time.perf_counter() - wall0,
             sampler_steps=steps,
@@ -157,24 +153,26 @@ def holdout_fingerprint(dataset_fingerprint: str, hold_list: list[int]) -> str:
     return hashlib.sha256(f"{dataset_fingerprint}:holdout:{hold_list}".encode()).hexdigest()
 
 
-def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: bool = True) -> TrialResult:
+def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: bool = True) -> TrialResult:
     """Train and evaluate one trial; ``workdir`` gets the checkpoint and the sample grid."""
-    seed = derive_seed(config["seed"], config["train"]["seed"])
-    device = pick_device(config["train"]["device"])
-    dataset_spec = {**config["dataset"], "cache_dir": str(cache_dir)}
-    dataset = components.build("dataset", dataset_spec)
-    train_list, hold_list = dataset.split(config["train"]["holdout_fraction"], seed=config["seed"])
+    seed = derive_seed(config.seed, config.train.seed)
+    device = pick_device(config.train.device)
+    dataset = config.dataset.model_copy(update={"cache_dir": str(cache_dir)}).instantiate()
+    train_list, hold_list = dataset.split(config.train.holdout_fraction, seed=config.seed)
     images = dataset.images.to(device)
     train_idx, hold_idx = torch.tensor(train_list), torch.tensor(hold_list)
     labels = dataset.labels.to(device) if dataset.labels is not None else None
     torch.manual_seed(seed)  # before the network's initial weights: the same seed gives the same trial
     denoiser = build_denoiser(config, dataset.num_classes, device)
+    found = recipe(config)
     trained = train(
         denoiser,
         images[train_idx.to(device)],
         labels[train_idx.to(device)] if labels is not None else None,
         dataset.num_classes,
-        train_settings(config),
+        config.train,
+        found.lr,
+        found.warmup_steps,
         device,
         workdir / "checkpoint",
         seed,
@@ -184,7 +182,7 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
     result.artifacts.append(("checkpoint", str(workdir / "checkpoint" / "latest.pt")))
     result.metrics += [{"name": "train_loss", "value": v, "step": s} for s, v in trained.curve]
     result.metrics.append({"name": "resumed_from_step", "value": trained.resumed_from, "unit": "step"})
-    result.metrics += recipe_values(config)
+    result.metrics += recipe_values(found)
     clip_attrs = {**trained.stats["grad_clip"], "steps": trained.steps}
     result.metrics.append(
         {
@@ -195,15 +193,15 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
         }
     )
     ema_denoiser = Denoiser(trained.ema, denoiser.schedule, denoiser.parametrization, denoiser.loss_fn)
-    result.metrics += validation_loss(ema_denoiser, images[hold_idx.to(device)], config["eval"], seed)
+    result.metrics += validation_loss(ema_denoiser, images[hold_idx.to(device)], config.eval, seed)
     shape = (dataset.channels, dataset.resolution, dataset.resolution)
     stats = dict(trained.stats)
-    samples = SampleCache(ema_denoiser, config, shape, device, seed, stats)
-    grid = samples()[: config["eval"]["grid_size"]]
+    samples = SampleCache(ema_denoiser, config.eval, shape, device, seed, stats)
+    grid = samples()[: config.eval.grid_size]
     grid_path = workdir / "samples.png"
     save_image(grid.float() / 255.0, grid_path, nrow=int(max(1, round(grid.shape[0] ** 0.5))))
     result.artifacts.append(("sample_grid", str(grid_path)))
-    if config["eval"]["save_samples"]:
+    if config.eval.save_samples:
         result.artifacts.append(("samples", str(write_folder(samples(), workdir / "samples"))))
     ctx = EvalContext(
         network=trained.ema,
@@ -213,19 +211,18 @@ def run_trial(config: dict[str, Any], workdir: Path, cache_dir: Path, progress: 
         samples=samples,
         reference=dataset.images[hold_idx],
         dataset_fingerprint=holdout_fingerprint(dataset.fingerprint, hold_list),
-        fid=FidOptions(**config["eval"]["fid"]),
+        fid=config.eval.fid,
         seed=seed,
         cache_dir=cache_dir,
         stats=stats,
         reference_name="holdout",
     )
-    diffusion = config["diffusion"]
-    values = fidelity_values(diffusion["schedule"], config["eval"]["sampler"])
-    metrics = [METRICS[name]() for name in config["eval"]["metrics"]]
+    values = fidelity_values(config.diffusion.schedule, config.eval.sampler)
+    metrics = list(config.eval.metrics)
     for metric in metrics:
         values += metric.compute(ctx)
     result.metrics += [
         {"name": v.name, "value": v.value, "step": v.step, "unit": v.unit, "attrs": v.attrs} for v in values
     ]
-    result.metrics += calibration_values(ctx, metrics, dataset.images[train_idx], config["eval"]["num_samples"])
+    result.metrics += calibration_values(ctx, metrics, dataset.images[train_idx], config.eval.num_samples)
     return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from harness.store import Store
+from harness.store.tables import Store
 
 MEASURED = frozenset(
     {

@@ -1,10 +1,10 @@
-"""Study files: the validated ``StudySpec`` and the resolved, JSON-able trial configuration.
+"""What a study file may say: ``StudySpec`` (the whole file) and ``TrialSpec`` (one trial's sections, as written).
 
 A study file is YAML with these sections (unknown keys are errors everywhere):
 ``name``, ``storage``, ``seed``, ``dataset``, ``model``, ``diffusion`` (``schedule``, ``parametrization``,
-``loss``), ``train``, ``eval``, ``search``, ``objectives``. Component sections are component specs (a
-name, or a mapping with ``name`` and parameters) validated through ``components``' registries; the
-resolved configuration spells out every parameter, so that a trial's config in the database is complete.
+``loss``), ``train``, ``eval``, ``search``, ``objectives``. Component sections (and each entry of
+``eval.metrics``) are component specs: a name, or a mapping with ``name`` and parameters. They are validated
+through their registries when a ``TrialSpec`` is resolved into a typed ``TrialConfig`` (``harness.config.trial``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class EvalSpec(Strict):
     num_samples: PositiveInt = 256  # generated images for FID/KID/SWD
     batch_size: PositiveInt = 64  # sampling batch
     sampler: ComponentSpec = {"name": "ddim", "steps": 64}  # spacing logsnr: passes the fidelity guard
-    metrics: list[str] = ["swd", "flops", "throughput", "memory", "mfu"]
+    metrics: list[ComponentSpec] = ["swd", "flops", "throughput", "memory", "mfu"]  # names or {name, ...params}
     fid: dict[str, Any] = {}  # options of FID/KID (mode, weights, num_reference)
     val_buckets: PositiveInt = 6  # logSNR buckets of the validation loss
     val_repeats: PositiveInt = 2  # noise draws per held-out image
@@ -93,8 +93,8 @@ class Objective(Strict):
     direction: Literal["minimize", "maximize"] = "minimize"
 
 
-class TrialConfig(Strict):
-    """Everything one trial needs (the search space already merged in)."""
+class TrialSpec(Strict):
+    """One trial's sections as the study file writes them (the search space merged in), before resolution."""
 
     name: str = Field(min_length=1, max_length=512)  # the width of the name columns in the database
     storage: str | None = None
@@ -106,7 +106,7 @@ class TrialConfig(Strict):
     eval: EvalSpec = EvalSpec()
 
 
-class StudySpec(TrialConfig):
+class StudySpec(TrialSpec):
     search: SearchSpec = SearchSpec()
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="swd")], min_length=1)
 

@@ -1,7 +1,8 @@
 """The search space: dotted key paths -> a list of values or a range; labels, grid cells, suggestions.
 
 Values may be component specs (mappings); Optuna's categorical choices must be scalars, so each value is
-represented by a readable label (``shifted_cosine(base_resolution=32)``) and decoded when merged.
+represented by a readable label (``shifted_cosine(base_resolution=32)``) and decoded when merged. What Optuna
+records for an axis, and how a trial suggests it, is the driver's (``harness.driver.search``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import math
 import sys
 from typing import Any
 
-import optuna
-
-from harness.config import RangeSpec
+from harness.config.models import RangeSpec
 
 
 def label(value: Any) -> str | int | float | bool | None:
@@ -106,33 +105,6 @@ class Dimension:
         return self.values is not None and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in self.values
         )
-
-    def distribution(self, grid: bool = False) -> optuna.distributions.BaseDistribution:
-        """What Optuna records for this key. In a grid (every trial enqueued with fixed values) a numeric
-        axis is an int/float range over its values, so that the axis can grow later (Optuna forbids
-        changing a categorical's choices within a study)."""
-        D = optuna.distributions
-        if grid and self.numeric:
-            low, high = min(self.values), max(self.values)
-            if all(isinstance(v, int) for v in self.values):
-                return D.IntDistribution(low, high)
-            return D.FloatDistribution(float(low), float(high))
-        if self.values is not None:
-            return D.CategoricalDistribution(self.labels)
-        assert self.range is not None
-        r = self.range
-        if r.is_int:
-            return D.IntDistribution(int(r.low), int(r.high), step=int(r.step or 1), log=r.log)
-        return D.FloatDistribution(r.low, r.high, step=r.step, log=r.log)
-
-    def suggest(self, trial: optuna.Trial, grid: bool = False) -> Any:
-        """The Optuna parameter (a label or a number) for this key."""
-        dist = self.distribution(grid)
-        if isinstance(dist, optuna.distributions.CategoricalDistribution):
-            return trial.suggest_categorical(self.key, dist.choices)
-        if isinstance(dist, optuna.distributions.IntDistribution):
-            return trial.suggest_int(self.key, dist.low, dist.high, step=dist.step, log=dist.log)
-        return trial.suggest_float(self.key, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def grid_cells(dims: list[Dimension]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from components.denoiser import Denoiser
 from harness import faults
+from harness.config.models import TrainSpec
 from harness.errors import Diverged
 from harness.metrics import LoadMeter, PeakMemory, ThroughputMeter
 
@@ -118,29 +119,32 @@ def train(
     images: Tensor,
     labels: Tensor | None,
     num_classes: int,
-    cfg: dict[str, Any],
+    cfg: TrainSpec,
+    lr: float,
+    warmup_steps: int,
     device: torch.device,
     checkpoint_dir: Path | None,
     seed: int,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``denoiser.network`` on ``images`` (uint8 [N, C, H, W], on ``device``) for ``cfg['steps']``.
+    """Train ``denoiser.network`` on ``images`` (uint8 [N, C, H, W], on ``device``) for ``cfg.steps``.
 
-    ``cfg`` is the study file's ``train`` section. Resumes from ``checkpoint_dir/latest.pt`` when present.
+    ``cfg`` is the trial's ``train`` section; ``lr`` and ``warmup_steps`` its recipe with ``auto`` resolved
+    (``harness.trial.recipes``). Resumes from ``checkpoint_dir/latest.pt`` when present.
     """
     network = denoiser.network
-    steps, batch = cfg["steps"], cfg["batch_size"]
+    steps, batch = cfg.steps, cfg.batch_size
     opt = torch.optim.AdamW(  # fused: one kernel for every parameter on CUDA (same update, fewer launches)
         network.parameters(),
-        lr=cfg["lr"],
-        betas=tuple(cfg["betas"]),
-        weight_decay=cfg["weight_decay"],
+        lr=lr,
+        betas=tuple(cfg.betas),
+        weight_decay=cfg.weight_decay,
         fused=device.type == "cuda",
     )
-    warmup = cfg["warmup_steps"]
+    warmup = warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    ema = Ema(network, cfg["ema_decay"])
-    clip = GradClip(cfg["grad_clip"], cfg["grad_clip_mode"])
+    ema = Ema(network, cfg.ema_decay)
+    clip = GradClip(cfg.grad_clip, cfg.grad_clip_mode)
     data_gen = torch.Generator(device="cpu").manual_seed(seed)
     torch.manual_seed(seed)
     curve: list[tuple[int, float]] = []
@@ -177,7 +181,7 @@ def train(
             ckpt,
         )
 
-    forward = torch.compile(denoiser.loss) if cfg["compile"] else denoiser.loss
+    forward = torch.compile(denoiser.loss) if cfg.compile else denoiser.loss
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     )
@@ -194,7 +198,7 @@ def train(
                 y = None
                 if num_classes > 0 and labels is not None:
                     y = labels[idx].clone()
-                    drop = torch.rand(batch, generator=data_gen).to(device) < cfg["label_dropout"]
+                    drop = torch.rand(batch, generator=data_gen).to(device) < cfg.label_dropout
                     y[drop] = num_classes  # the null label
                 with autocast:
                     loss = forward(x, y).mean()
@@ -208,12 +212,12 @@ def train(
                 ema.update(network, step)
             running, count = running + loss.item(), count + 1
             done = step + 1
-            if done % cfg["log_every"] == 0 or done == steps:
+            if done % cfg.log_every == 0 or done == steps:
                 curve.append((done, running / count))
                 running, count = 0.0, 0
                 ips = meter.images_per_s
                 bar.set_postfix(loss=f"{curve[-1][1]:.4f}", img_s=f"{ips:.1f}" if ips else "-")
-            if cfg["checkpoint_every"] and done % cfg["checkpoint_every"] == 0 and done < steps:
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
                 save(done)
     save(steps)
     stats = {
@@ -224,6 +228,6 @@ def train(
         **load.stats("train"),  # train_other_load_cores, train_torch_threads, train_cpu_count
         "batch_size": batch,
         "grad_clip_fraction": clip.clipped / steps,
-        "grad_clip": {"mode": cfg["grad_clip_mode"], "threshold": cfg["grad_clip"]},
+        "grad_clip": {"mode": cfg.grad_clip_mode, "threshold": cfg.grad_clip},
     }
     return TrainResult(ema=ema.model, steps=steps, resumed_from=start, curve=curve, stats=stats)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from harness import faults
-from harness.store import Store, artifacts_table, claims_table, metrics_table, trials_table, utc_now
+from harness.store.tables import Store, artifacts_table, claims_table, metrics_table, trials_table, utc_now
 
 
 class ClaimLost(RuntimeError):

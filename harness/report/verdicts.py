@@ -1,8 +1,8 @@
 """The answer a study gives, per factor and objective: which level is best, by how much it differs from the base
 (absolute and relative, with its 95% interval and p), and whether that is resolved (the interval excludes 0)
-or, if not, about how many seeds per arm would resolve a difference of this size (``harness.stats``).
+or, if not, about how many seeds per arm would resolve a difference of this size (``harness.report.stats``).
 
-``add_verdicts`` completes the effects table (``harness.summaries.effects``) with the verdict columns;
+``add_verdicts`` completes the effects table (``harness.report.effects``) with the verdict columns;
 ``verdicts`` picks one row per (factor, objective): the best level against the base, or, when the base is
 the best, the runner-up against it. ``headline`` writes that row as one plain sentence.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.stats import ALPHA, MAX_SEEDS, POWER
+from harness.report.stats import ALPHA, MAX_SEEDS, POWER
 
 VERDICT_COLUMNS = [
     "rel_diff", "rel_diff_ci_low", "rel_diff_ci_high", "resolved", "seeds_needed", "best_level", "verdict",
@@ -45,7 +45,7 @@ def add_verdicts(effects: pd.DataFrame) -> pd.DataFrame:
     """The effects table with ``VERDICT_COLUMNS`` filled: the relative difference (diff / |base mean|, its
     interval the absolute one scaled alike), ``resolved`` (interval excludes 0; NA on base rows), the best
     level of each (factor, objective) and a verdict sentence per non-base row. ``seeds_needed`` is expected
-    from ``harness.summaries`` (it needs the trials' spread)."""
+    from ``harness.report.effects`` (it needs the trials' spread)."""
     out = effects.copy()
     base_mean = out.groupby(["factor", "objective"], sort=False)[["is_base", "mean"]].apply(_base_mean)
     key = list(zip(out["factor"], out["objective"], strict=True))

@@ -4,7 +4,7 @@ timing table, and one note per factor that says whether its levels' timings may 
 A factor whose levels run identical networks (same FLOPs per image and parameter count, e.g. a noise
 schedule or a loss) cannot change throughput or MFU: any difference between its levels is the machine's
 (load, clocks, caches), so the report says so instead of plotting a speed-up. For a factor that changes the
-network, each level's timing difference to the base gets the effects table's interval (``harness.summaries.
+network, each level's timing difference to the base gets the effects table's interval (``harness.report.
 effects``) and is called *within the noise* when that interval includes 0, and *measured under load* when
 a trial of either arm was (``harness.metrics.perf.under_load``, recorded by the throughput and MFU metrics).
 """
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.summaries import StudyTables, effects
+from harness.report.effects import effects
+from harness.report.tables import StudyTables
 
 PHASES = {"train_images_per_s": "train", "mfu": "train", "sample_images_per_s": "sample"}
 LABELS = {"train_images_per_s": "training images/s", "sample_images_per_s": "sampling images/s", "mfu": "MFU"}

@@ -11,49 +11,20 @@ Readers (reports, queries) keep ordinary engines: an immediate transaction needs
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from harness.errors import UsageError
+from harness.store.urls import is_sqlite, sqlite_path
 
 BUSY_TIMEOUT_S = 30  # how long a SQLite writer waits for the write lock before "database is locked"
-HEARTBEAT_S = 60  # Optuna's heartbeat interval; a trial is stale after GRACE_FACTOR missed intervals
-GRACE_FACTOR = 3
 
 T = TypeVar("T")
-
-
-def heartbeat_interval() -> int:
-    """Seconds between a running trial's heartbeats (``HARNESS_HEARTBEAT_S``, default 60). A trial whose
-    worker missed ``GRACE_FACTOR`` of them is stale: failed and retried by the next worker that looks."""
-    raw = os.environ.get("HARNESS_HEARTBEAT_S")
-    if raw is None:
-        return HEARTBEAT_S
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UsageError(f"HARNESS_HEARTBEAT_S: must be a positive whole number of seconds, got {raw!r}")
-    return value
-
-
-def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
-
-
-def is_sqlite_file(url: str) -> bool:
-    """A SQLite database in a file (one in memory lives in one connection of one process: nothing to
-    serialise, and dropping its connection would drop the database)."""
-    parsed = make_url(url)
-    return parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
 
 
 def writer_engine_kwargs(url: str) -> dict[str, Any]:
@@ -65,7 +36,7 @@ def serialise_sqlite_writes(engine: Engine) -> Engine:
     """Make every transaction of a SQLite ``engine`` start with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe
     for pysqlite: the driver's own implicit BEGIN is switched off). Connections already pooled are dropped
     so that every later one gets it. Other databases (and SQLite in memory) are returned unchanged."""
-    if not is_sqlite_file(engine.url.render_as_string(hide_password=False)):
+    if sqlite_path(engine.url.render_as_string(hide_password=False)) is None:
         return engine
 
     @event.listens_for(engine, "connect")

@@ -1,0 +1,97 @@
+"""Run what is missing of a study: open it, recover the trials of dead workers, enqueue the grid's missing
+cells, and let Optuna call the objective (``harness.driver.objective``) until the budget or the queue is spent.
+Artifacts go beside a SQLite database (``results_dir``), in a folder per study identity of that database."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.config import LoadedStudy
+from harness.driver.objective import make_objective
+from harness.driver.open import check_space_unchanged, open_rdb_storage, open_study, open_writer_store
+from harness.driver.queue import enqueue_missing
+from harness.driver.recovery import heartbeat_interval, recover
+from harness.paths import slug
+from harness.store.tables import Store
+from harness.store.urls import sqlite_path
+
+
+def results_dir(storage: str) -> Path:
+    """Artifacts go beside a SQLite database, else under ./results (or $HARNESS_RESULTS_DIR)."""
+    if os.environ.get("HARNESS_RESULTS_DIR"):
+        return Path(os.environ["HARNESS_RESULTS_DIR"])
+    path = sqlite_path(storage)
+    return path.parent if path is not None else Path("results")
+
+
+def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store, budget: int):
+    """Called by Optuna after every trial, just before its own stale-trial check of the next one: end the
+    trials of dead workers; for a grid, stop once ``budget`` trials ran or no cell waits in the queue. A
+    duplicate (a cell queued twice, skipped) does not count: it only takes a stale entry off the queue."""
+    objectives = [o.metric for o in loaded.spec.objectives]
+    grid = loaded.spec.search.sampler == "grid"
+    ran = 0
+
+    def housekeeping(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal ran
+        recover(study, storage, store, loaded.name, objectives, requeue=not grid)
+        ran += trial.state != TrialState.PRUNED
+        if grid and (ran >= budget or not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
+            study.stop()
+
+    return housekeeping
+
+
+def run_study(loaded: LoadedStudy, storage: str, n_trials: int | None, progress: bool = True) -> str:
+    """Run what is missing of the study; returns a one-paragraph summary."""
+    interval = heartbeat_interval()  # a bad $HARNESS_HEARTBEAT_S stops us before the database is touched
+    store = open_writer_store(storage)
+    spec = loaded.spec
+    rdb = open_rdb_storage(storage, interval)
+    study = open_study(loaded, rdb)
+    check_space_unchanged(study, loaded)
+    for note in loaded.notes:  # warnings found while validating, now that the study is known to run
+        print(f"note: {note}", file=sys.stderr)
+    store.record_study(
+        loaded.name,
+        str(loaded.path),
+        loaded.base.to_json(),
+        spec.search.model_dump(mode="json"),
+        [o.model_dump() for o in spec.objectives],
+    )
+    objectives = [o.metric for o in spec.objectives]
+    recover(study, rdb, store, loaded.name, objectives, requeue=spec.search.sampler != "grid")
+    if spec.search.sampler == "grid":
+        missing, total = enqueue_missing(study, loaded)
+        todo = missing
+    else:
+        total = spec.search.n_trials or 0
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        todo = max(0, total - done)
+    if n_trials is not None:
+        todo = min(todo, n_trials)
+    if todo == 0:
+        return f"study {loaded.name!r}: nothing to run ({total} trials planned, all complete)"
+    print(f"study {loaded.name!r}: running {todo} of {total} trials", flush=True)
+    log: list[str] = []
+    root = results_dir(storage) / slug(loaded.name) / store.study_uid(loaded.name)
+    study.optimize(
+        make_objective(loaded, store, root, progress, log),
+        n_trials=None if spec.search.sampler == "grid" else todo,  # a grid stops in its housekeeping
+        catch=(Exception,),
+        callbacks=[make_housekeeping(loaded, rdb, store, todo)],
+        gc_after_trial=True,
+    )
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    complete = sum(s == TrialState.COMPLETE for s in states)
+    failed = sum(1 for line in log if line.endswith("failed"))
+    return (
+        f"study {loaded.name!r}: {complete} complete trials in the database ({failed} failed in this run); "
+        f"storage {storage}; report: python -m harness.report --study {loaded.name!r}"
+    )
