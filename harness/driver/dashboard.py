@@ -1,6 +1,7 @@
 """What optuna-dashboard (``optuna-dashboard sqlite:///results/harness.db``) shows of a study: the objectives by
 their metric names (not "Objective 0"), the training loss of each trial as Optuna intermediate values (the
-dashboard's learning curves), and the trial's other scalar metrics as user attributes (numbers only).
+dashboard's learning curves; the dashboard labels their axis "Objective Value", but they are the training loss),
+and the trial's other scalar metrics as user attributes (numbers only, 6 significant digits).
 
 Optuna keeps intermediate values for single-objective studies only (``Trial.report``): a study with several
 objectives gets the names and the attributes, and its curves stay in ``harness_metrics`` (and TensorBoard).
@@ -18,6 +19,7 @@ import optuna
 from harness.trial.events import TrialEvents, scalar_numbers
 
 MAX_CURVE_POINTS = 1000  # intermediate values per trial: one database write each; a longer curve is thinned
+ATTR_DIGITS = 6  # significant digits of a metric shown as a user attribute
 
 
 def set_metric_names(study: optuna.Study, objectives: list[str]) -> None:
@@ -54,5 +56,5 @@ class OptunaEvents(TrialEvents):
             if m["name"] == "train_loss" and m.get("step") is not None and m.get("value") is not None:
                 self.log(int(m["step"]), float(m["value"]), None)
         for name, value in scalar_numbers(metrics).items():
-            if name not in self.objectives:
-                self.trial.set_user_attr(name, value)
+            if name not in self.objectives:  # 6 significant digits: a short column (the database has every digit)
+                self.trial.set_user_attr(name, float(f"{value:.{ATTR_DIGITS}g}"))
