@@ -84,9 +84,11 @@ def test_quiet_prints_only_essential_lines_and_a_terminal_gets_bars():
     trial = console.trial(1)
     trial.phase("training", start=2, total=4, batch=2)  # a resumed trial: the bar starts at its step
     assert console.bar is not None and console.bar.n == 2
+    trial.log(4, 0.5, 8.0)
     trial.count(4, 4)
     trial.close()
     assert console.bar is None and "\r" in terminal.getvalue()  # tqdm redraws its line
+    assert terminal.getvalue().endswith("trial 1: training step 4/4, loss 0.5000, 8.0 img/s\n")  # what stays
     assert terminal.getvalue().startswith("trial 1: training: resuming at step 2 of 4, batch 2\n")
 
 

@@ -106,9 +106,14 @@ class TrialConsole(TrialEvents):
         self.last_line = self.console.clock()
 
     def _close_bar(self) -> None:
-        if self.console.bar is not None:
-            self.console.bar.close()
+        """Close the phase's bar; a finished phase leaves the line plain logs end with (``training step
+        300/300, loss ...``)."""
+        bar = self.console.bar
+        if bar is not None:
+            bar.close()
             self.console.bar = None
+            if bar.total and bar.n >= bar.total:
+                self._say(self._count_text(bar.n, bar.total))
 
     def phase(self, name: str, **info: Any) -> None:
         self._close_bar()
