@@ -1,8 +1,13 @@
-"""``python -m harness.study STUDY.yaml [--storage URL] [--n-trials N] [--set KEY=VALUE ...] [--dry-run]``
+"""``python -m harness.study STUDY.yaml [--storage URL] [--n-trials N] [--set KEY=VALUE ...] [--dry-run]
+[--quiet] [--tensorboard]``
 
 Runs (or resumes) a study: Optuna picks the trials, the runner trains and evaluates each, and every result
 lands in the study's database beside Optuna's own tables. Rerunning the same command runs only what is
 missing; a failed trial is recorded with its reason and the study goes on.
+
+Exit status: 0 when the run is done (some trials may have failed: each is printed with its reason and
+counted); 1 when every trial of this run failed; 2 on bad input (one ``error:`` line, nothing written);
+130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from harness.cli.common import cli_main
 from harness.config import LoadedStudy, load_study
 from harness.config.space import cell_labels
 from harness.driver import run_study
+from harness.driver.console import Console, progress_interval
 from harness.errors import UsageError
 from harness.metrics.fidelity import FIDELITY_STDS, fidelity_by_std
 from harness.store.urls import check_storage_url, resolve_storage
@@ -31,7 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-trials", help="run at most this many trials now")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key path")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the trials; train nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="only the essential lines: trials, outcomes, summary")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="TensorBoard event files per trial (needs the tensorboard package)"
+    )
     return parser.parse_args(argv)
 
 
@@ -100,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     # the harness prints one line per trial (and failures with their reason); Optuna's own warnings would
     # repeat each failure with a traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    console = Console(quiet=args.quiet, interval_s=progress_interval())  # bars only when stdout is a terminal
     try:
-        summary = run_study(loaded, storage, n_trials, progress=not args.quiet)
+        outcome = run_study(loaded, storage, n_trials, console, tensorboard=args.tensorboard)
     except KeyboardInterrupt:
         print("\ninterrupted: completed trials are kept; run the same command again to resume", file=sys.stderr)
         return 130
-    print(summary)
-    return 0
+    print(outcome.summary)
+    if outcome.failure:
+        print(f"error: {outcome.failure}", file=sys.stderr)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

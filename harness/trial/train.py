@@ -1,5 +1,6 @@
 """The training loop: AdamW with linear warm-up, gradient clipping, EMA of weights, bf16 autocast on CUDA,
-optional torch.compile, checkpoints with automatic resume, a loss curve, a progress bar.
+optional torch.compile, checkpoints with automatic resume, a loss curve; its progress goes to ``events``
+(``harness.trial.events``: a step counter and the loss points, for the console, Optuna and TensorBoard).
 
 A non-finite loss raises ``Diverged`` with the step; the runner records the trial as failed.
 """
@@ -15,13 +16,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from components.denoiser import Denoiser
 from harness import faults
 from harness.config.models import TrainSpec
 from harness.errors import Diverged
 from harness.metrics import LoadMeter, PeakMemory, ThroughputMeter
+from harness.trial.events import TrialEvents
 
 
 @dataclass
@@ -125,13 +126,15 @@ def train(
     device: torch.device,
     checkpoint_dir: Path | None,
     seed: int,
-    progress: bool = True,
+    events: TrialEvents | None = None,
 ) -> TrainResult:
     """Train ``denoiser.network`` on ``images`` (uint8 [N, C, H, W], on ``device``) for ``cfg.steps``.
 
     ``cfg`` is the trial's ``train`` section; ``lr`` and ``warmup_steps`` its recipe with ``auto`` resolved
-    (``harness.trial.recipes``). Resumes from ``checkpoint_dir/latest.pt`` when present.
+    (``harness.trial.recipes``). Resumes from ``checkpoint_dir/latest.pt`` when present. ``events`` hears
+    the phase, every step (``count``) and every loss point (``log``).
     """
+    events = events or TrialEvents()
     network = denoiser.network
     steps, batch = cfg.steps, cfg.batch_size
     opt = torch.optim.AdamW(  # fused: one kernel for every parameter on CUDA (same update, fewer launches)
@@ -189,9 +192,9 @@ def train(
     network.train()
     n = images.shape[0]
     wall0, load = time.perf_counter(), LoadMeter()  # the machine load the throughput was measured under
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train", leave=False)
+    events.phase("training", start=start, total=steps, batch=batch)
     with PeakMemory(device) as memory:
-        for step in bar:
+        for step in range(start, steps):
             idx = torch.randint(0, n, (batch,), generator=data_gen).to(device)
             with meter.step(batch):
                 x = to_float(images[idx])
@@ -215,8 +218,8 @@ def train(
             if done % cfg.log_every == 0 or done == steps:
                 curve.append((done, running / count))
                 running, count = 0.0, 0
-                ips = meter.images_per_s
-                bar.set_postfix(loss=f"{curve[-1][1]:.4f}", img_s=f"{ips:.1f}" if ips else "-")
+                events.log(done, curve[-1][1], meter.images_per_s)
+            events.count(done, steps)
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
                 save(done)
     save(steps)
