@@ -24,6 +24,7 @@ from harness.metrics import EvalContext, LoadMeter, PeakMemory, ThroughputMeter
 from harness.metrics.calibration import calibration_values
 from harness.metrics.features import write_folder
 from harness.metrics.fidelity import fidelity_values
+from harness.trial.parallel import Parallel
 from harness.trial.recipes import recipe, recipe_values
 from harness.trial.train import to_float, train
 
@@ -153,8 +154,19 @@ def holdout_fingerprint(dataset_fingerprint: str, hold_list: list[int]) -> str:
     return hashlib.sha256(f"{dataset_fingerprint}:holdout:{hold_list}".encode()).hexdigest()
 
 
-def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: bool = True) -> TrialResult:
-    """Train and evaluate one trial; ``workdir`` gets the checkpoint and the sample grid."""
+def run_trial(
+    config: TrialConfig, workdir: Path, cache_dir: Path, progress: bool = True, parallel: Parallel | None = None
+) -> TrialResult:
+    """Train and evaluate one trial; ``workdir`` gets the checkpoint and the sample grid. Under torchrun
+    (``parallel``) every rank trains its share of each batch and rank 0 alone evaluates: the other ranks
+    return an empty result after training."""
+    parallel = parallel or Parallel()
+    parallel.per_device_batch(config.train.batch_size)  # every rank refuses a batch that does not divide
+    with parallel.together():  # the ranks in step until training ends (harness.trial.parallel)
+        return _run_trial(config, workdir, cache_dir, progress, parallel)
+
+
+def _run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: bool, parallel: Parallel) -> TrialResult:
     seed = derive_seed(config.seed, config.train.seed)
     device = pick_device(config.train.device)
     dataset = config.dataset.model_copy(update={"cache_dir": str(cache_dir)}).instantiate()
@@ -176,12 +188,20 @@ def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: boo
         device,
         workdir / "checkpoint",
         seed,
-        progress,
+        progress and parallel.is_main,
+        parallel,
     )
+    parallel.out_of_step()  # only rank 0 goes on: its failures from here on are the trial's alone
     result = TrialResult(resumed_from=trained.resumed_from)
+    if not parallel.is_main:
+        return result
     result.artifacts.append(("checkpoint", str(workdir / "checkpoint" / "latest.pt")))
     result.metrics += [{"name": "train_loss", "value": v, "step": s} for s, v in trained.curve]
     result.metrics.append({"name": "resumed_from_step", "value": trained.resumed_from, "unit": "step"})
+    result.metrics += [  # how the global batch was shared out (torchrun: one process per device)
+        {"name": "world_size", "value": parallel.world_size, "unit": "processes"},
+        {"name": "per_device_batch_size", "value": trained.stats["per_device_batch_size"], "unit": "images"},
+    ]
     result.metrics += recipe_values(found)
     clip_attrs = {**trained.stats["grad_clip"], "steps": trained.steps}
     result.metrics.append(
