@@ -3,6 +3,9 @@
 Runs (or resumes) a study: Optuna picks the trials, the runner trains and evaluates each, and every result
 lands in the study's database beside Optuna's own tables. Rerunning the same command runs only what is
 missing; a failed trial is recorded with its reason and the study goes on.
+
+``--workers N|auto`` runs N such processes, one per device (``harness.cli.workers``); under ``torchrun`` every
+trial is trained by all of the job's processes with DDP (``harness.cli.ranks``).
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import optuna
 import yaml
 
 from harness.cli.common import cli_main
+from harness.cli.ranks import check_batch_divides, run_ranks
+from harness.cli.workers import Display, plan_workers, run_workers, without_workers_flag
 from harness.config import LoadedStudy, load_study
 from harness.config.space import cell_labels
 from harness.driver import run_study
 from harness.errors import UsageError
 from harness.metrics.fidelity import FIDELITY_STDS, fidelity_by_std
 from harness.store.urls import check_storage_url, resolve_storage
+from harness.trial.parallel import torchrun_world
 from harness.trial.recipes import recipe
 
 
@@ -32,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key path")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the trials; train nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--workers", metavar="N|auto", help="N worker processes, one per device (auto: per GPU/core)")
     return parser.parse_args(argv)
 
 
@@ -93,14 +100,25 @@ def main(argv: list[str] | None = None) -> int:
         check_storage_url(loaded.spec.storage, f"{args.study}: storage")
     storage = resolve_storage(args.storage, loaded.spec.storage)
     check_storage_url(storage, storage_source(args.storage, loaded, args.study))
+    world = torchrun_world()
+    if world is not None:
+        if args.workers is not None:
+            raise UsageError(f"{args.study}: --workers: not under torchrun (its processes already share each trial)")
+        check_batch_divides(loaded, world[1])
+    plans = plan_workers(args.workers, loaded, n_trials) if args.workers is not None else None
     if args.dry_run:
-        print_dry_run(loaded, storage)
-        print_notes(loaded)
+        if world is None or world[0] == 0:
+            print_dry_run(loaded, storage)
+            print_notes(loaded)
         return 0
+    if plans is not None:  # the workers print the notes (the display shows each once)
+        return run_workers(plans, without_workers_flag(sys.argv[1:] if argv is None else argv), Display(sys.stdout))
     # the harness prints one line per trial (and failures with their reason); Optuna's own warnings would
     # repeat each failure with a traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
+        if world is not None:
+            return run_ranks(loaded, storage, n_trials, not args.quiet, world)
         summary = run_study(loaded, storage, n_trials, progress=not args.quiet)
     except KeyboardInterrupt:
         print("\ninterrupted: completed trials are kept; run the same command again to resume", file=sys.stderr)

@@ -19,6 +19,7 @@ from harness.errors import TrialFailed, one_line
 from harness.paths import cache_dir
 from harness.store.claims import ClaimLost, claim_trial, complete_trial, grid_cell, own_cell
 from harness.store.tables import Store
+from harness.trial.parallel import Parallel
 from harness.trial.runner import config_hash, pick_device, run_trial
 
 
@@ -31,9 +32,13 @@ def failure_reason(err: BaseException) -> str:
     return reason
 
 
-def make_objective(loaded: LoadedStudy, store: Store, root: Path, progress: bool, log: list[str]):
+def make_objective(
+    loaded: LoadedStudy, store: Store, root: Path, progress: bool, log: list[str], parallel: Parallel | None = None
+):
     """The function Optuna calls per trial: claim the cell (with the ``running`` row), train and evaluate,
-    then write metrics, artifacts and ``complete`` in one transaction (``harness.store.claims``)."""
+    then write metrics, artifacts and ``complete`` in one transaction (``harness.store.claims``). Under
+    torchrun (``parallel``, rank 0) the claimed trial is sent to the other ranks, which train it too."""
+    parallel = parallel or Parallel()
     objectives = [o.metric for o in loaded.spec.objectives]
     grid = loaded.spec.search.sampler == "grid"
 
@@ -57,7 +62,9 @@ def make_objective(loaded: LoadedStudy, store: Store, root: Path, progress: bool
         print(f"trial {trial.number}: {shown or '(base configuration)'}", flush=True)
         t0 = time.perf_counter()
         try:
-            result = run_trial(config, workdir, cache_dir(), progress=progress)
+            if parallel.distributed:  # the other ranks build the same config from the same cell values
+                parallel.send(("trial", values, str(workdir), config_hash(config)))
+            result = run_trial(config, workdir, cache_dir(), progress=progress, parallel=parallel)
             scalar = {m["name"]: m.get("value") for m in result.metrics if m.get("step") is None}
             missing = [name for name in objectives if scalar.get(name) is None]
             if missing:

@@ -20,6 +20,7 @@ from harness.driver.recovery import heartbeat_interval, recover
 from harness.paths import slug
 from harness.store.tables import Store
 from harness.store.urls import sqlite_path
+from harness.trial.parallel import Parallel
 
 
 def results_dir(storage: str) -> Path:
@@ -30,10 +31,11 @@ def results_dir(storage: str) -> Path:
     return path.parent if path is not None else Path("results")
 
 
-def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store, budget: int):
+def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store, budget: int, parallel: Parallel):
     """Called by Optuna after every trial, just before its own stale-trial check of the next one: end the
     trials of dead workers; for a grid, stop once ``budget`` trials ran or no cell waits in the queue. A
-    duplicate (a cell queued twice, skipped) does not count: it only takes a stale entry off the queue."""
+    duplicate (a cell queued twice, skipped) does not count: it only takes a stale entry off the queue.
+    Under torchrun, stop when the ranks fell out of step (``Parallel.broken``): the job cannot go on."""
     objectives = [o.metric for o in loaded.spec.objectives]
     grid = loaded.spec.search.sampler == "grid"
     ran = 0
@@ -42,14 +44,20 @@ def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store, bu
         nonlocal ran
         recover(study, storage, store, loaded.name, objectives, requeue=not grid)
         ran += trial.state != TrialState.PRUNED
+        if parallel.broken:
+            study.stop()
         if grid and (ran >= budget or not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
             study.stop()
 
     return housekeeping
 
 
-def run_study(loaded: LoadedStudy, storage: str, n_trials: int | None, progress: bool = True) -> str:
-    """Run what is missing of the study; returns a one-paragraph summary."""
+def run_study(
+    loaded: LoadedStudy, storage: str, n_trials: int | None, progress: bool = True, parallel: Parallel | None = None
+) -> str:
+    """Run what is missing of the study; returns a one-paragraph summary. ``parallel``: rank 0 of a torchrun
+    job, whose other ranks train every trial with it (``harness.trial.parallel``)."""
+    parallel = parallel or Parallel()
     interval = heartbeat_interval()  # a bad $HARNESS_HEARTBEAT_S stops us before the database is touched
     store = open_writer_store(storage)
     spec = loaded.spec
@@ -82,10 +90,10 @@ def run_study(loaded: LoadedStudy, storage: str, n_trials: int | None, progress:
     log: list[str] = []
     root = results_dir(storage) / slug(loaded.name) / store.study_uid(loaded.name)
     study.optimize(
-        make_objective(loaded, store, root, progress, log),
+        make_objective(loaded, store, root, progress, log, parallel),
         n_trials=None if spec.search.sampler == "grid" else todo,  # a grid stops in its housekeeping
         catch=(Exception,),
-        callbacks=[make_housekeeping(loaded, rdb, store, todo)],
+        callbacks=[make_housekeeping(loaded, rdb, store, todo, parallel)],
         gc_after_trial=True,
     )
     states = [t.state for t in study.get_trials(deepcopy=False)]
