@@ -25,11 +25,13 @@ from harness.trial.runner import pick_device
 def check_batch_divides(loaded: LoadedStudy, world_size: int) -> None:
     """Every planned trial's ``train.batch_size`` divides over the job's processes (a tpe/random trial that
     samples another batch is checked when it starts, and fails alone)."""
-    configs = [loaded.base] + [loaded.trial_config(cell) for cell in loaded.planned_cells()]
-    for config in configs:
+    searched = "train.batch_size" in loaded.spec.search.space
+    cells = loaded.planned_cells()
+    if not cells and searched:
+        return
+    for config in [loaded.trial_config(cell) for cell in cells] if cells else [loaded.base]:
         batch = config.train.batch_size
         if batch % world_size:
-            searched = "train.batch_size" in loaded.spec.search.space
             key = "search.space.train.batch_size" if searched else "train.batch_size"
             raise UsageError(
                 f"{loaded.path}: {key}: {batch} does not divide over the {world_size} processes of this torchrun "

@@ -19,7 +19,7 @@ import yaml
 
 from harness.cli.common import cli_main
 from harness.cli.ranks import check_batch_divides, run_ranks
-from harness.cli.workers import Display, plan_workers, run_workers, without_workers_flag
+from harness.cli.workers import Display, plan_workers, run_workers, worker_command
 from harness.config import LoadedStudy, load_study
 from harness.config.space import cell_labels
 from harness.driver import run_study
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             print_notes(loaded)
         return 0
     if plans is not None:  # the workers print the notes (the display shows each once)
-        return run_workers(plans, without_workers_flag(sys.argv[1:] if argv is None else argv), Display(sys.stdout))
+        return run_workers(plans, worker_command(sys.argv[1:] if argv is None else argv), Display(sys.stdout))
     # the harness prints one line per trial (and failures with their reason); Optuna's own warnings would
     # repeat each failure with a traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)

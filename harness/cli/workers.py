@@ -94,9 +94,9 @@ def plan_workers(value: str, loaded: LoadedStudy, n_trials: int | None) -> list[
     return plans
 
 
-def without_workers_flag(argv: list[str]) -> list[str]:
-    """The command line without ``--workers VALUE`` / ``--workers=VALUE``: what each worker runs."""
-    out, skip = [], False
+def worker_command(argv: list[str]) -> list[str]:
+    """What each worker runs: this command line without ``--workers VALUE`` / ``--workers=VALUE``."""
+    out, skip = [sys.executable, "-m", "harness.study"], False
     for arg in argv:
         if skip:
             skip = False
@@ -147,8 +147,8 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-def run_workers(plans: list[WorkerPlan], child_argv: list[str], display: Display) -> int:
-    """Start the workers, show their output, wait for them; returns the one exit status."""
+def run_workers(plans: list[WorkerPlan], command: list[str], display: Display) -> int:
+    """Start ``command`` once per plan, show their output, wait for them; returns the one exit status."""
     display.line("", f"workers: {len(plans)} on this machine (each a harness.study process on the same storage)")
     # Ctrl-C and a scheduler's SIGTERM both stop the workers cleanly; the handlers are set before the workers
     # start so that they inherit the default disposition (a shell's background job ignores SIGINT otherwise)
@@ -159,7 +159,7 @@ def run_workers(plans: list[WorkerPlan], child_argv: list[str], display: Display
         env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "harness.study", *child_argv],
+                command,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
