@@ -21,6 +21,7 @@ import optuna
 import pytest
 import torch
 
+import components
 from harness.store import Store
 from harness.study import main
 
@@ -135,3 +136,16 @@ def test_a_batch_that_does_not_divide_over_the_ranks_is_refused_before_anything_
     assert main([str(study), "--storage", url, "--workers", "2", "--set", "train.batch_size=9"]) == 2
     assert "--workers: not under torchrun" in capsys.readouterr().err
     assert not (tmp_path / "never.db").exists()
+
+
+@pytest.mark.parametrize("network", ["unet", "uvit"])
+def test_every_parameter_gets_a_gradient_as_ddp_without_unused_parameter_search_needs(network: str):
+    """DDP (``Parallel.wrap``) all-reduces every parameter's gradient each step and fails on one that got none:
+    every network x stem, with and without labels, uses all of its parameters."""
+    for stem in ["none", {"name": "wavelet", "levels": 1}, {"name": "patch", "patch_size": 2}]:
+        for classes in (0, 10):
+            spec = {"name": network, "preset": "tiny", "resolution": 16, "stem": stem, "num_classes": classes}
+            model = components.build("network", spec)
+            labels = torch.tensor([1, classes]) if classes else None
+            model(torch.randn(2, 3, 16, 16), torch.randn(2), labels).pow(2).mean().backward()
+            assert [n for n, p in model.named_parameters() if p.grad is None] == [], (stem, classes)

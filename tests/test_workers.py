@@ -86,9 +86,9 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes_each_cell_once(
     metrics = store.metrics("w")
     resumed = metrics[metrics["name"] == "resumed_from_step"]["value"]
     assert len(resumed) == 2 and all(v >= 5 for v in resumed)
-    # each worker ran with its share of the cores: the usable cores // 2 torch threads
+    # each worker ran with its share of the cores (usable cores // 2 torch threads, unless OMP_NUM_THREADS is set)
     threads = {json.loads(e)["torch_threads"] for e in complete["env_json"]}
-    assert threads == {max(1, workers.usable_cores() // 2)}
+    assert threads == {workers.given_threads() or max(1, workers.usable_cores() // 2)}
     assert len({json.loads(e)["pid"] for e in complete["env_json"]}) == 2  # both workers did work
 
 
@@ -105,7 +105,7 @@ def test_one_exit_status_names_the_workers_that_died_and_waits_for_the_others(tm
     out = io.StringIO()
     assert workers.run_workers(plans, [sys.executable, "-c", script], workers.Display(out)) == 3
     lines = out.getvalue().splitlines()
-    threads = max(1, workers.usable_cores() // 3)
+    threads = workers.given_threads() or max(1, workers.usable_cores() // 3)
     assert {f"[w{i}] worker {i} threads {threads}" for i in range(3)} <= set(lines)
     assert "workers: [w1] ended with killed by SIGKILL" in lines and "workers: [w2] ended with exit code 3" in lines
     assert not any(line.startswith("workers: [w0]") for line in lines)
@@ -129,6 +129,7 @@ def test_each_worker_runs_the_command_line_without_the_workers_flag():
 def test_plans_pin_one_device_per_worker_and_share_the_cores(tmp_path: Path, monkeypatch):
     loaded = load_study(write_study(tmp_path, seeds=(0, 1, 2)))
     monkeypatch.setattr(workers, "usable_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cpu = workers.plan_workers("auto", loaded, None)  # one per core, never more than the 3 planned trials
     assert [p.env["OMP_NUM_THREADS"] for p in cpu] == ["2", "2", "2"]
     assert [p.env["HARNESS_WORKER"] for p in cpu] == ["0", "1", "2"]
@@ -141,6 +142,8 @@ def test_plans_pin_one_device_per_worker_and_share_the_cores(tmp_path: Path, mon
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in gpu] == ["3", "GPU-5a"]
     assert [p.env["OMP_NUM_THREADS"] for p in gpu] == ["4", "4"]
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in workers.plan_workers("3", loaded, None)] == ["3", "GPU-5a", "3"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice is kept
+    assert [p.env["OMP_NUM_THREADS"] for p in workers.plan_workers("auto", loaded, None)] == ["1", "1"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "2000"])

@@ -2,7 +2,8 @@
 
 Each worker is ``python -m harness.study`` with the same arguments (``--n-trials`` is per worker), pinned to
 its device: ``CUDA_VISIBLE_DEVICES`` names one GPU (worker i gets the i-th visible GPU, round robin when N is
-larger), and every worker computes with ``cores // N`` torch threads (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``).
+larger), and every worker computes with ``cores // N`` torch threads (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``;
+an ``OMP_NUM_THREADS`` the user set is kept, as torchrun keeps it).
 ``auto``: one worker per visible GPU when the study trains on CUDA, else one per usable CPU core (one
 thread each), never more than the study's planned trials. The workers share the study through its
 database as separate commands would (cell claims make every trial run once, also on SQLite).
@@ -60,6 +61,15 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def given_threads() -> int | None:
+    """Threads per worker the user fixed with ``OMP_NUM_THREADS`` (as torchrun honours it), else None."""
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 def planned_trials(loaded: LoadedStudy, n_trials: int | None) -> int:
     """How many trials the study plans in all (grid cells, or ``search.n_trials``), for ``auto``."""
     planned = len(loaded.planned_cells()) if loaded.spec.search.sampler == "grid" else loaded.spec.search.n_trials
@@ -82,7 +92,7 @@ def plan_workers(value: str, loaded: LoadedStudy, n_trials: int | None) -> list[
             raise UsageError(f"{loaded.path}: --workers: must be a positive integer or 'auto', got {value!r}")
     if count > 1024:
         raise UsageError(f"{loaded.path}: --workers: {count} is more than 1024 processes")
-    threads = max(1, cores // count)
+    threads = given_threads() or max(1, cores // count)
     plans = []
     for i in range(max(1, count)):
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HARNESS_WORKER": str(i)}
