@@ -89,7 +89,8 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes_each_cell_once(
     # each worker ran with its share of the cores (usable cores // 2 torch threads, unless OMP_NUM_THREADS is set)
     threads = {json.loads(e)["torch_threads"] for e in complete["env_json"]}
     assert threads == {workers.given_threads() or max(1, workers.usable_cores() // 2)}
-    assert len({json.loads(e)["pid"] for e in complete["env_json"]}) == 2  # both workers did work
+    envs = [json.loads(e) for e in complete["env_json"]]
+    assert len({e["pid"] for e in envs}) == 2 and {e["worker"] for e in envs} == {"0", "1"}  # both did work
 
 
 def test_one_exit_status_names_the_workers_that_died_and_waits_for_the_others(tmp_path: Path):
