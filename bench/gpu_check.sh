@@ -2,7 +2,9 @@
 # The GPU checks, as one script for a lent CUDA machine (see README "GPU"):
 #   1. every network x stem on CUDA in bf16 autocast (bench/gpu_networks.py);
 #   2. the default study with a larger model on CUDA, trial time and images/s from the database;
-#   3. harness FID vs cleanfid.fid.compute_fid on CUDA (bench/fid.py, Inception v3 architecture).
+#   3. harness FID vs cleanfid.fid.compute_fid on CUDA (bench/fid.py, Inception v3 architecture);
+#   4. the `base` preset trained by 1 process vs torchrun DDP on every visible GPU (bench/ddp.py; with one
+#      GPU only the single-process run, and it says so).
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (packages missing there can be installed from .whl/)
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
@@ -27,3 +29,5 @@ python3 -m harness.query --storage "$db" --sql "SELECT t.trial_number, t.state, 
   'peak_memory_bytes') ORDER BY t.trial_number, m.name" 2>&1 | tee "$OUT/query.txt"
 echo "== 3. FID: harness vs cleanfid.fid.compute_fid on CUDA (Inception v3 architecture, random weights)"
 python3 bench/fid.py --device cuda --extractor inception_v3 --n 5120 --batch-size 128 2>&1 | tee "$OUT/fid.txt"
+echo "== 4. DDP: base preset, 1 process vs torchrun on every visible GPU (global batch 256)"
+python3 bench/ddp.py --device cuda --preset base --batch 256 --steps 300 2>&1 | tee "$OUT/ddp.txt"

@@ -34,6 +34,7 @@ from harness.paths import cache_dir, slug
 from harness.store.claims import ClaimLost, claim_trial, complete_trial, grid_cell, own_cell, record_unclaimed_failure
 from harness.store.tables import Store
 from harness.trial.events import Fanout, TrialEvents
+from harness.trial.parallel import Parallel
 from harness.trial.runner import config_hash, pick_device, run_trial
 from harness.trial.tensorboard import EVENTS_FOLDER, TensorBoardEvents
 
@@ -85,9 +86,11 @@ def record_failure(
     return ""
 
 
-def make_objective(loaded: LoadedStudy, store: Store, root: Path, view: View):
+def make_objective(loaded: LoadedStudy, store: Store, root: Path, view: View, parallel: Parallel | None = None):
     """The function Optuna calls per trial: claim the cell (with the ``running`` row), train and evaluate,
-    then write metrics, artifacts and ``complete`` in one transaction (``harness.store.claims``)."""
+    then write metrics, artifacts and ``complete`` in one transaction (``harness.store.claims``). Under
+    torchrun (``parallel``, rank 0) the claimed trial is sent to the other ranks, which train it too."""
+    parallel = parallel or Parallel()
     objectives = [o.metric for o in loaded.spec.objectives]
     grid = loaded.spec.search.sampler == "grid"
     say = view.console.line
@@ -129,7 +132,9 @@ def make_objective(loaded: LoadedStudy, store: Store, root: Path, view: View):
             say(f"trial {trial.number}: {shown or '(base configuration)'}", essential=True)
             events = watchers(trial, config, workdir, context["cell"] or "base")
             try:
-                result = run_trial(config, workdir, cache_dir(), events)
+                if parallel.distributed:  # the other ranks build the same config from the same cell values
+                    parallel.send(("trial", values, str(workdir), config_hash(config)))
+                result = run_trial(config, workdir, cache_dir(), events, parallel)
                 scalar = {m["name"]: m.get("value") for m in result.metrics if m.get("step") is None}
                 missing = [name for name in objectives if not _finite(scalar.get(name))]
                 if missing:

@@ -25,6 +25,7 @@ from harness.driver.recovery import heartbeat_interval, recover
 from harness.paths import slug
 from harness.store.tables import Store
 from harness.store.urls import sqlite_path
+from harness.trial.parallel import Parallel
 from harness.trial.tensorboard import tensorboard_available
 
 TENSORBOARD_MISSING = (
@@ -48,10 +49,11 @@ def results_dir(storage: str) -> Path:
     return path.parent if path is not None else Path("results")
 
 
-def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store, budget: int):
+def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store, budget: int, parallel: Parallel):
     """Called by Optuna after every trial, just before its own stale-trial check of the next one: end the
     trials of dead workers; for a grid, stop once ``budget`` trials ran or no cell waits in the queue. A
-    duplicate (a cell queued twice, skipped) does not count: it only takes a stale entry off the queue."""
+    duplicate (a cell queued twice, skipped) does not count: it only takes a stale entry off the queue.
+    Under torchrun, stop when the ranks fell out of step (``Parallel.broken``): the job cannot go on."""
     objectives = [o.metric for o in loaded.spec.objectives]
     grid = loaded.spec.search.sampler == "grid"
     ran = 0
@@ -60,6 +62,8 @@ def make_housekeeping(loaded: LoadedStudy, storage: RDBStorage, store: Store, bu
         nonlocal ran
         recover(study, storage, store, loaded.name, objectives, requeue=not grid)
         ran += trial.state != TrialState.PRUNED
+        if parallel.broken:
+            study.stop()
         if grid and (ran >= budget or not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
             study.stop()
 
@@ -84,9 +88,13 @@ def run_study(
     n_trials: int | None,
     console: Console | None = None,
     tensorboard: bool = False,
+    parallel: Parallel | None = None,
 ) -> RunOutcome:
     """Run what is missing of the study, printing through ``console``; ``tensorboard``: event files per trial.
-    Returns the summary and the exit status (``EXIT_ALL_FAILED`` when every trial of this run failed)."""
+    Returns the summary and the exit status (``EXIT_ALL_FAILED`` when every trial of this run failed).
+    ``parallel``: rank 0 of a torchrun job, whose other ranks train every trial with it
+    (``harness.trial.parallel``)."""
+    parallel = parallel or Parallel()
     interval = heartbeat_interval()  # a bad $HARNESS_HEARTBEAT_S stops us before the database is touched
     console = console or Console()
     store = open_writer_store(storage)
@@ -124,10 +132,10 @@ def run_study(
     progress = StudyProgress(loaded.name, planned=total, todo=todo)
     root = results_dir(storage) / slug(loaded.name) / store.study_uid(loaded.name)
     study.optimize(
-        make_objective(loaded, store, root, View(console, progress, tensorboard)),
+        make_objective(loaded, store, root, View(console, progress, tensorboard), parallel),
         n_trials=None if spec.search.sampler == "grid" else todo,  # a grid stops in its housekeeping
         catch=(Exception,),
-        callbacks=[make_counter(progress, console), make_housekeeping(loaded, rdb, store, todo)],
+        callbacks=[make_counter(progress, console), make_housekeeping(loaded, rdb, store, todo, parallel)],
         gc_after_trial=True,
     )
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

@@ -28,6 +28,7 @@ from harness.metrics.features import write_folder
 from harness.metrics.fidelity import fidelity_values
 from harness.trial.config_file import write_config_file
 from harness.trial.events import TrialEvents
+from harness.trial.parallel import Parallel
 from harness.trial.recipes import recipe, recipe_values
 from harness.trial.train import to_float, train
 
@@ -162,11 +163,28 @@ def holdout_fingerprint(dataset_fingerprint: str, hold_list: list[int]) -> str:
     return hashlib.sha256(f"{dataset_fingerprint}:holdout:{hold_list}".encode()).hexdigest()
 
 
-def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, events: TrialEvents | None = None) -> TrialResult:
+def run_trial(
+    config: TrialConfig,
+    workdir: Path,
+    cache_dir: Path,
+    events: TrialEvents | None = None,
+    parallel: Parallel | None = None,
+) -> TrialResult:
     """Train and evaluate one trial; ``workdir`` gets ``config.yaml``, the checkpoint and the sample grid;
-    ``events`` hears each phase (``harness.trial.events``)."""
+    ``events`` hears each phase (``harness.trial.events``). Under torchrun (``parallel``) every rank trains
+    its share of each batch and rank 0 alone evaluates: the other ranks return an empty result after training."""
     events = events or TrialEvents()
-    write_config_file(config, workdir)
+    parallel = parallel or Parallel()
+    parallel.per_device_batch(config.train.batch_size)  # every rank refuses a batch that does not divide
+    if parallel.is_main:
+        write_config_file(config, workdir)
+    with parallel.together():  # the ranks in step until training ends (harness.trial.parallel)
+        return _run_trial(config, workdir, cache_dir, events, parallel)
+
+
+def _run_trial(
+    config: TrialConfig, workdir: Path, cache_dir: Path, events: TrialEvents, parallel: Parallel
+) -> TrialResult:
     seed = derive_seed(config.seed, config.train.seed)
     device = pick_device(config.train.device)
     dataset = config.dataset.model_copy(update={"cache_dir": str(cache_dir)}).instantiate()
@@ -189,11 +207,19 @@ def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, events: Trial
         workdir / "checkpoint",
         seed,
         events,
+        parallel,
     )
+    parallel.out_of_step()  # only rank 0 goes on: its failures from here on are the trial's alone
     result = TrialResult(resumed_from=trained.resumed_from)
+    if not parallel.is_main:
+        return result
     result.artifacts.append(("checkpoint", str(workdir / "checkpoint" / "latest.pt")))
     result.metrics += [{"name": "train_loss", "value": v, "step": s} for s, v in trained.curve]
     result.metrics.append({"name": "resumed_from_step", "value": trained.resumed_from, "unit": "step"})
+    result.metrics += [  # how the global batch was shared out (torchrun: one process per device)
+        {"name": "world_size", "value": parallel.world_size, "unit": "processes"},
+        {"name": "per_device_batch_size", "value": trained.stats["per_device_batch_size"], "unit": "images"},
+    ]
     result.metrics += recipe_values(found)
     clip_attrs = {**trained.stats["grad_clip"], "steps": trained.steps}
     result.metrics.append(
