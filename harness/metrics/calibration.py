@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from harness.metrics.base import EvalContext, Metric
+from harness.rows import ImageRows, mean_image
 
 BASELINES = ("data", "noise", "mean_image")
 DESCRIPTIONS = {
@@ -31,10 +32,10 @@ DESCRIPTIONS = {
     "noise": "Gaussian noise N(0, 1) per pixel clipped to [-1, 1] (a ceiling)",
     "mean_image": "copies of the training split's mean image (a ceiling)",
 }
-VERSION = 1  # bump when the baselines' definition changes (invalidates the cache)
+VERSION = 2  # bump when the baselines' definition changes (invalidates the cache)
 
 
-def baseline_images(kind: str, train_images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+def baseline_images(kind: str, train_images: torch.Tensor | ImageRows, n: int, seed: int) -> torch.Tensor:
     """uint8 [n, C, H, W] stand-ins for generated images; ``train_images`` uint8 [M, C, H, W]."""
     gen = torch.Generator().manual_seed(seed + 7)
     shape = (n, *train_images.shape[1:])
@@ -45,7 +46,7 @@ def baseline_images(kind: str, train_images: torch.Tensor, n: int, seed: int) ->
         noise = torch.randn(shape, generator=gen).clamp(-1.0, 1.0)
         return ((noise + 1) * 127.5).round().to(torch.uint8)
     if kind == "mean_image":
-        mean = train_images.float().mean(0).round().to(torch.uint8).cpu()  # [C, H, W]
+        mean = mean_image(train_images).round().to(torch.uint8).cpu()  # [C, H, W], summed chunk by chunk
         return mean.expand(shape).contiguous()
     raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
 
@@ -66,7 +67,9 @@ def _cache_path(ctx: EvalContext, metrics: list[Metric], n: int) -> Path | None:
     return Path(ctx.cache_dir) / "baselines" / f"{digest}.json"
 
 
-def calibration_values(ctx: EvalContext, metrics: list[Metric], train_images: torch.Tensor, n: int) -> list[dict]:
+def calibration_values(
+    ctx: EvalContext, metrics: list[Metric], train_images: torch.Tensor | ImageRows, n: int
+) -> list[dict]:
     """Metric rows ``<name>_baseline_<kind>`` for the headline value of every quality metric in ``metrics``."""
     quality = [m for m in metrics if m.compares_samples]
     if not quality:

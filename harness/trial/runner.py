@@ -26,6 +26,7 @@ from harness.metrics import EvalContext, LoadMeter, PeakMemory, ThroughputMeter
 from harness.metrics.calibration import calibration_values
 from harness.metrics.features import write_folder
 from harness.metrics.fidelity import fidelity_values
+from harness.rows import ImageRows, place
 from harness.trial.config_file import write_config_file
 from harness.trial.events import TrialEvents
 from harness.trial.parallel import Parallel
@@ -189,7 +190,7 @@ def _run_trial(
     device = pick_device(config.train.device)
     dataset = config.dataset.model_copy(update={"cache_dir": str(cache_dir)}).instantiate()
     train_list, hold_list = dataset.split(config.train.holdout_fraction, seed=config.seed)
-    images = dataset.images.to(device)
+    images = place(dataset.images, device)  # a memory map stays one: batches read their own rows
     train_idx, hold_idx = torch.tensor(train_list), torch.tensor(hold_list)
     labels = dataset.labels.to(device) if dataset.labels is not None else None
     torch.manual_seed(seed)  # before the network's initial weights: the same seed gives the same trial
@@ -197,7 +198,7 @@ def _run_trial(
     found = recipe(config)
     trained = train(
         denoiser,
-        images[train_idx.to(device)],
+        ImageRows(images, train_idx, device),  # the training split, one batch gathered at a time
         labels[train_idx.to(device)] if labels is not None else None,
         dataset.num_classes,
         config.train,
@@ -232,7 +233,7 @@ def _run_trial(
     )
     ema_denoiser = Denoiser(trained.ema, denoiser.schedule, denoiser.parametrization, denoiser.loss_fn)
     events.phase("validation", images=len(hold_list))
-    result.metrics += validation_loss(ema_denoiser, images[hold_idx.to(device)], config.eval, seed)
+    result.metrics += validation_loss(ema_denoiser, dataset.images[hold_idx].to(device), config.eval, seed)
     shape = (dataset.channels, dataset.resolution, dataset.resolution)
     stats = dict(trained.stats)
     samples = SampleCache(ema_denoiser, config.eval, shape, device, seed, stats, events)
@@ -269,5 +270,7 @@ def _run_trial(
     quality = [m.name for m in metrics if m.compares_samples]
     if quality:
         events.phase("calibration", names=quality)
-    result.metrics += calibration_values(ctx, metrics, dataset.images[train_idx], config.eval.num_samples)
+    result.metrics += calibration_values(
+        ctx, metrics, ImageRows(dataset.images, train_idx, torch.device("cpu")), config.eval.num_samples
+    )
     return result

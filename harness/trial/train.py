@@ -22,6 +22,7 @@ from harness import faults
 from harness.config.models import TrainSpec
 from harness.errors import Diverged, TrialFailed
 from harness.metrics import LoadMeter, PeakMemory, ThroughputMeter
+from harness.rows import ImageRows
 from harness.trial.events import TrialEvents
 from harness.trial.parallel import Parallel
 
@@ -137,7 +138,7 @@ def _set_rng_state(gen: torch.Generator, noise: torch.Generator, state: dict[str
 
 def train(
     denoiser: Denoiser,
-    images: Tensor,
+    images: Tensor | ImageRows,
     labels: Tensor | None,
     num_classes: int,
     cfg: TrainSpec,
@@ -149,7 +150,8 @@ def train(
     events: TrialEvents | None = None,
     parallel: Parallel | None = None,
 ) -> TrainResult:
-    """Train ``denoiser.network`` on ``images`` (uint8 [N, C, H, W], on ``device``) for ``cfg.steps``.
+    """Train ``denoiser.network`` on ``images`` (uint8 [N, C, H, W]: a tensor, or the training split's
+    ``ImageRows`` whose batches arrive on ``device``) for ``cfg.steps``.
 
     ``cfg`` is the trial's ``train`` section; ``lr`` and ``warmup_steps`` its recipe with ``auto`` resolved
     (``harness.trial.recipes``). Resumes from ``checkpoint_dir/latest.pt`` when present. ``events`` hears
