@@ -132,11 +132,13 @@ def test_progress_line_eta_and_exit_status():
     progress.finished(frozen(1, S.COMPLETE, 40))
     progress.finished(frozen(2, S.COMPLETE, 80))
     progress.finished(frozen(3, S.PRUNED, 0))  # a cell another worker holds
-    # 6 planned in this run, 3 ran (1 failed, 2 complete at 60 s on average): 3 x 60 s left
-    assert progress.eta_s() == 180
+    # 6 planned in this run, 4 ended (1 failed, 2 complete at 60 s on average, 1 skipped): 2 x 60 s left
+    assert progress.eta_s() == 120
+    # ... run two at a time (two workers): one round of 60 s; fewer when the study has fewer cells left
     assert progress.line(6, 2) == (
-        "progress: 6 of 10 trials complete, 2 running, 1 failed in this run; elapsed 2m05s, ETA 3m00s"
+        "progress: 6 of 10 trials complete, 2 running, 1 failed in this run; elapsed 2m05s, ETA 1m00s"
     )
+    assert progress.eta_s(9, 1) == 60 and progress.eta_s(10, 2) == 0
     assert (
         progress.exit_code == 0
         and progress.counts_text() == "2 complete, 1 failed, 1 skipped (cells other workers hold)"

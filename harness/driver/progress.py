@@ -2,8 +2,9 @@
 
 A line as each trial starts: ``progress: 3 of 6 trials complete, 1 running, 1 failed in this run; elapsed
 2m10s, ETA 1m20s``. Complete and running are the study's (every worker's, from the harness tables), out of the
-planned total (the grid's cells, or ``search.n_trials``); failed counts this run's trials; the ETA is this run's
-trials still to run times the mean duration of its complete trials.
+planned total (the grid's cells, or ``search.n_trials``); failed counts this run's trials; the ETA is the trials
+still to run, in rounds of as many as are running at once (every worker's), times the mean duration of this run's
+complete trials.
 
 The outcome of a run counts its trials as Optuna ended them (``finished``, called after each trial): complete,
 failed, skipped (a grid cell another worker holds). A run whose every trial failed exits with ``EXIT_ALL_FAILED``.
@@ -11,6 +12,7 @@ failed, skipped (a grid cell another worker holds). A run whose every trial fail
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,15 +63,20 @@ class StudyProgress:
             reason = trial.user_attrs.get("error") or "failed by Optuna after the objective returned"
             self.failures.append(f"trial {trial.number}: {reason}")
 
-    def eta_s(self) -> float | None:
-        """Seconds left for this run's remaining trials at the mean duration of its complete ones."""
+    def eta_s(self, complete_in_study: int | None = None, running_in_study: int = 1) -> float | None:
+        """Seconds left at the mean duration of this run's complete trials: the trials still to run (this
+        run's, or fewer when other workers have completed cells of the study) in rounds of as many as are
+        running at once (every worker's)."""
         if not self.durations:
             return None
-        left = max(0, self.todo - self.complete - self.failed)
-        return left * sum(self.durations) / len(self.durations)
+        left = max(0, self.todo - self.complete - self.failed - self.skipped)
+        if complete_in_study is not None:
+            left = min(left, max(0, self.planned - complete_in_study))
+        rounds = math.ceil(left / max(1, running_in_study))
+        return rounds * sum(self.durations) / len(self.durations)
 
     def line(self, complete_in_study: int, running_in_study: int) -> str:
-        eta = self.eta_s()
+        eta = self.eta_s(complete_in_study, running_in_study)
         return (
             f"progress: {complete_in_study} of {self.planned} trials complete, {running_in_study} running, "
             f"{self.failed} failed in this run; elapsed {duration_text(self.clock() - self.started)}, "
