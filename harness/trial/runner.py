@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import save_image
 
 from components.denoiser import Denoiser
 from harness.config import TrialConfig
@@ -197,6 +196,9 @@ def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: boo
     shape = (dataset.channels, dataset.resolution, dataset.resolution)
     stats = dict(trained.stats)
     samples = SampleCache(ema_denoiser, config.eval, shape, device, seed, stats)
+    # deferred: torchvision imports torch._dynamo, about a second of start-up that only a trial needs
+    from torchvision.utils import save_image
+
     grid = samples()[: config.eval.grid_size]
     grid_path = workdir / "samples.png"
     save_image(grid.float() / 255.0, grid_path, nrow=int(max(1, round(grid.shape[0] ** 0.5))))
