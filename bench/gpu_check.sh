@@ -2,7 +2,8 @@
 # The GPU checks, as one script for a lent CUDA machine (see README "GPU"):
 #   1. every network x stem on CUDA in bf16 autocast (bench/gpu_networks.py);
 #   2. the default study with a larger model on CUDA, trial time and images/s from the database;
-#   3. harness FID vs cleanfid.fid.compute_fid on CUDA (bench/fid.py, Inception v3 architecture).
+#   3. harness FID vs cleanfid.fid.compute_fid on CUDA (bench/fid.py, Inception v3 architecture);
+#   4. the training loop against a bare PyTorch loop, MFU of both (U-ViT base, batch 256; eager and compiled).
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (packages missing there can be installed from .whl/)
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
@@ -27,3 +28,7 @@ python3 -m harness.query --storage "$db" --sql "SELECT t.trial_number, t.state, 
   'peak_memory_bytes') ORDER BY t.trial_number, m.name" 2>&1 | tee "$OUT/query.txt"
 echo "== 3. FID: harness vs cleanfid.fid.compute_fid on CUDA (Inception v3 architecture, random weights)"
 python3 bench/fid.py --device cuda --extractor inception_v3 --n 5120 --batch-size 128 2>&1 | tee "$OUT/fid.txt"
+echo "== 4. training loop: harness vs bare PyTorch, MFU against the measured bf16 matmul peak (issue 12: >= 0.45)"
+python3 bench/train_loop.py --device cuda --preset base --batch 256 --steps 30 --rounds 5 2>&1 | tee "$OUT/train_loop.txt"
+python3 bench/train_loop.py --device cuda --preset base --batch 256 --steps 30 --rounds 3 --compile 2>&1 \
+  | tee "$OUT/train_loop_compiled.txt"

@@ -140,6 +140,7 @@ class SampleCache:
             sample_images_per_s=ips,
             sample_seconds_per_step=(ev.batch_size / ips) / steps if ips else None,
             sample_peak_memory_bytes=memory.peak_bytes,
+            sample_peak_memory_method=memory.method,
             wall_s_sample=time.perf_counter() - wall0,
             sampler_steps=steps,
             **load.stats("sample"),  # sample_other_load_cores, sample_torch_threads, sample_cpu_count

@@ -1,0 +1,40 @@
+"""Smoke runs of the speed benches at tiny sizes (what they print is checked, never a time): they must run
+where CI runs, and what they compare must be comparable."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(script: str, *args: str, timeout: float = 300) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_train_loop_bench_runs_the_harness_and_a_bare_loop_to_the_same_weights_and_prints_mfu():
+    """The bare loop is the harness loop's arithmetic without its bookkeeping: from one seed both end on
+    bit-identical weights and EMA (so the ratio compares equal work); the MFU lines exist for both loops."""
+    out = bench(
+        "train_loop.py",
+        *("--preset", "tiny", "--resolution", "32", "--batch", "4", "--steps", "4", "--images", "16"),
+        *("--rounds", "1", "--warmup-rounds", "0", "--peak-budget-s", "0.02"),
+    )
+    assert "weights and EMA after the first round bit-identical: yes (max |diff| 0)" in out
+    assert re.search(r"harness/bare speed, CPU time: +\d+\.\d+", out)
+    for loop in ("harness", "bare"):
+        assert re.search(rf"^{loop} +images/s +\d+\.\d+ .* MFU \d+\.\d+", out, re.M), out
