@@ -1,9 +1,11 @@
-# One command each: `make study` sets up .venv and runs the default study on CPU; `make test` sets up
-# .venv and runs ruff and the tests. Both create the virtual environment themselves.
+# One command each: `make study` sets up .venv and runs the default study on CPU (one worker per core, or per
+# GPU: WORKERS=auto; WORKERS=1 for one process); `make test` sets up .venv and runs ruff and the tests. Both
+# create the virtual environment themselves.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STUDY ?= studies/schedule_shift.yaml
+WORKERS ?= auto
 
 .PHONY: setup study report test lint bench clean
 
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 study: setup
-	$(PY) -m harness.study $(STUDY)
+	$(PY) -m harness.study $(STUDY) --workers $(WORKERS)
 	$(PY) -m harness.report --study $$($(PY) -c "import sys,yaml; print(yaml.safe_load(open(sys.argv[1]))['name'])" $(STUDY))
 
 lint: setup

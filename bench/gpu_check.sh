@@ -4,6 +4,8 @@
 #   2. the default study with a larger model on CUDA, trial time and images/s from the database;
 #   3. harness FID vs cleanfid.fid.compute_fid on CUDA (bench/fid.py, Inception v3 architecture);
 #   4. the training loop against a bare PyTorch loop, MFU of both (U-ViT base, batch 256; eager and compiled).
+#   5. the `base` preset trained by 1 process vs torchrun DDP on every visible GPU (bench/ddp.py; with one
+#      GPU only the single-process run, and it says so).
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (packages missing there can be installed from .whl/)
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
@@ -32,3 +34,5 @@ echo "== 4. training loop: harness vs bare PyTorch, MFU against the measured bf1
 python3 bench/train_loop.py --device cuda --preset base --batch 256 --steps 30 --rounds 5 2>&1 | tee "$OUT/train_loop.txt"
 python3 bench/train_loop.py --device cuda --preset base --batch 256 --steps 30 --rounds 3 --compile 2>&1 \
   | tee "$OUT/train_loop_compiled.txt"
+echo "== 5. DDP: base preset, 1 process vs torchrun on every visible GPU (global batch 256)"
+python3 bench/ddp.py --device cuda --preset base --batch 256 --steps 300 2>&1 | tee "$OUT/ddp.txt"

@@ -40,7 +40,7 @@ from harness.metrics.flops import count_flops  # noqa: E402
 from harness.metrics.perf import measure_peak_flops  # noqa: E402
 from harness.trial.recipes import recipe  # noqa: E402
 from harness.trial.runner import build_denoiser  # noqa: E402
-from harness.trial.train import GradClip, train  # noqa: E402
+from harness.trial.train import GradClip, noise_seed, train  # noqa: E402
 
 SEED = 1234
 
@@ -61,16 +61,19 @@ def bare_loop(denoiser, images: torch.Tensor, cfg, lr: float, warmup: int, devic
     ema = copy.deepcopy(network).eval().requires_grad_(False)
     ema_params, ema_buffers, buffers = list(ema.parameters()), list(ema.buffers()), list(network.buffers())
     data_gen = torch.Generator(device="cpu").manual_seed(SEED)
+    noise_gen = torch.Generator(device=device).manual_seed(noise_seed(SEED))
     torch.manual_seed(SEED)
     decay_gn, norm_ema, seen = GradClip.DECAY, 0.0, 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     network.train()
-    n = images.shape[0]
+    n, shape = images.shape[0], (cfg.batch_size, *images.shape[1:])
     for step in range(cfg.steps):
         idx = torch.randint(0, n, (cfg.batch_size,), generator=data_gen).to(device)
         x = images[idx].float().div(127.5).sub(1.0)
+        t = torch.rand(cfg.batch_size, device=device, generator=noise_gen)
+        eps = torch.randn(shape, device=device, generator=noise_gen)
         with autocast:
-            loss = denoiser.loss(x).mean()
+            loss = denoiser.loss_at(x, t, eps).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
@@ -92,7 +95,7 @@ def bare_loop(denoiser, images: torch.Tensor, cfg, lr: float, warmup: int, devic
 
 def harness_loop(denoiser, images: torch.Tensor, cfg, lr: float, warmup: int, device: torch.device):
     """``harness.trial.train.train``: (the EMA, the loop's stats)."""
-    result = train(denoiser, images, None, 0, cfg, lr, warmup, device, None, SEED, progress=False)
+    result = train(denoiser, images, None, 0, cfg, lr, warmup, device, None, SEED)
     return result.ema, result.stats
 
 
@@ -209,10 +212,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class _Compiled:
-    """A denoiser whose ``loss`` is ``torch.compile``d, as ``train.compile`` does in the harness loop."""
+    """A denoiser whose ``loss_at`` is ``torch.compile``d, as ``train.compile`` does in the harness loop."""
 
     def __init__(self, denoiser):
-        self.network, self.loss = denoiser.network, torch.compile(denoiser.loss)
+        self.network, self.loss_at = denoiser.network, torch.compile(denoiser.loss_at)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
+        "worker": os.environ.get("HARNESS_WORKER"),  # its index under --workers (harness.cli.workers)
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # the device --workers pinned it to
     }
 
 

@@ -213,7 +213,7 @@ def test_the_same_seed_gives_the_same_trial_whatever_ran_before(tmp_path: Path, 
     for noise in (0, 1):
         torch.manual_seed(noise)  # another history of the global random state
         torch.rand(100)
-        result = run_trial(config, tmp_path / f"run{noise}", cache, progress=False)
+        result = run_trial(config, tmp_path / f"run{noise}", cache)
         got = {(m["name"], m.get("step")): m["value"] for m in result.metrics}
         for key in [("train_loss", 3), ("train_loss", 6), ("val_loss", None), ("swd", None), ("params", None)]:
             assert got[key] == expected[key], key

@@ -98,19 +98,20 @@ def test_guard_notes_name_the_failing_arms():
 
     old = load_study(ROOT / "studies" / "schedule_shift.yaml", ["eval.sampler={name: ddim, steps: 24, spacing: time}"])
     notes = fidelity_notes(old)
-    assert any("base_resolution=16): the sampler keeps 0.12" in n for n in notes)
+    assert any("base_resolution=8): the sampler keeps 0.12" in n for n in notes)
     assert any("arms differ by 0.46" in n for n in notes)
 
 
 def test_dry_run_prints_the_grid(capsys):
     code, out, err = run_cli([str(ROOT / "studies" / "schedule_shift.yaml"), "--dry-run"], capsys)
     assert code == 0, err
-    assert "6 trials in the grid" in out
-    assert out.count("# trial ") == 6
-    assert out.count("# sampler fidelity (variance kept at s = 0.05, 0.1, 0.25): 0.8") == 6
-    assert "shifted_cosine(base_resolution=32), train.seed=1" in out
+    assert "4 trials in the grid" in out
+    assert out.count("# trial ") == 4
+    assert out.count("# sampler fidelity (variance kept at s = 0.05, 0.1, 0.25): 0.8") == 4
+    assert out.count("# lr 0.003 (auto: 0.192 / core width 64), warm-up 90") == 4
+    assert "shifted_cosine(base_resolution=8), train.seed=1" in out
     # the dataset's resolution reaches the schedule and the network
-    assert "resolution: 64" in out
+    assert "resolution: 32" in out
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,7 @@ def test_set_overrides_reach_the_trials(capsys):
         [str(study), "--dry-run", "--set", "train.steps=7", "--set", "search.space.train.seed=[3]"], capsys
     )
     assert code == 0
-    assert out.count("# trial ") == 3 and "steps: 7" in out and "train.seed=3" in out
+    assert out.count("# trial ") == 2 and "steps: 7" in out and "train.seed=3" in out  # 2 schedules x 1 seed
 
 
 def test_bad_storage_flag(tmp_path: Path, capsys):

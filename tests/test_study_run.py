@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from harness import results
+from harness.driver.progress import EXIT_ALL_FAILED
 from harness.study import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +104,7 @@ def test_non_finite_samples_fail_the_trial_and_never_score(tmp_path: Path, monke
     monkeypatch.setattr(Ddim, "coefficients", nan_x_weight)
     study = write_study(tmp_path, space="train.seed: [0]")
     url = f"sqlite:///{tmp_path / 'h.db'}"
-    assert main([str(study), "--storage", url, "--quiet"]) == 0
+    assert main([str(study), "--storage", url, "--quiet"]) == EXIT_ALL_FAILED  # its only trial failed
     frame = results.load(url, "tiny")
     assert list(frame["state"]) == ["failed"] and "non-finite samples" in frame.loc[0, "error"]
     assert "swd" not in frame.columns or frame["swd"].isna().all()

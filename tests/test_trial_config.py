@@ -47,8 +47,8 @@ def test_the_trial_config_is_typed_and_frozen():
     assert isinstance(config, TrialConfig)
     assert config.train.holdout_fraction == 0.1 and config.train.grad_clip == 2.0
     assert isinstance(config.diffusion.schedule, Cosine) and config.diffusion.schedule.logsnr_min == -15
-    assert [m.name for m in config.eval.metrics] == ["swd", "flops", "throughput", "memory", "mfu", "fid", "kid"]
-    assert config.model.resolution == config.resolution == 64  # the dataset's resolution reached the network
+    assert [m.name for m in config.eval.metrics] == ["swd", "flops", "throughput", "memory", "mfu"]
+    assert config.model.resolution == config.resolution == 32  # the dataset's resolution reached the network
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.seed = 3
     with pytest.raises(pydantic.ValidationError, match="frozen"):
@@ -78,8 +78,8 @@ def test_each_distinct_component_spec_is_validated_once(monkeypatch):
     for cell in loaded.planned_cells():
         loaded.trial_config(cell)
     assert len(seen) == len(set(seen)) == loaded.resolver.validations
-    # 1 dataset, 1 network, 3 schedules, 1 parametrization, 1 loss, 1 sampler, 7 metrics
-    assert len(seen) == 15
+    # 1 dataset, 1 network, 2 schedules, 1 parametrization, 1 loss, 1 sampler, 5 metrics
+    assert len(seen) == 12
 
 
 def test_metric_parameters_come_from_the_study_file(tmp_path: Path):

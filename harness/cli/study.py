@@ -1,8 +1,16 @@
-"""``python -m harness.study STUDY.yaml [--storage URL] [--n-trials N] [--set KEY=VALUE ...] [--dry-run]``
+"""``python -m harness.study STUDY.yaml [--storage URL] [--n-trials N] [--set KEY=VALUE ...] [--dry-run]
+[--quiet] [--tensorboard]``
 
 Runs (or resumes) a study: Optuna picks the trials, the runner trains and evaluates each, and every result
 lands in the study's database beside Optuna's own tables. Rerunning the same command runs only what is
 missing; a failed trial is recorded with its reason and the study goes on.
+
+Exit status: 0 when the run is done (some trials may have failed: each is printed with its reason and
+counted); 1 when every trial of this run failed; 2 on bad input (one ``error:`` line, nothing written);
+130 on Ctrl-C.
+
+``--workers N|auto`` runs N such processes, one per device (``harness.cli.workers``); under ``torchrun`` every
+trial is trained by all of the job's processes with DDP (``harness.cli.ranks``).
 """
 
 from __future__ import annotations
@@ -15,12 +23,16 @@ import optuna
 import yaml
 
 from harness.cli.common import cli_main
+from harness.cli.ranks import check_batch_divides, run_ranks
+from harness.cli.workers import Display, plan_workers, run_workers, worker_command
 from harness.config import LoadedStudy, load_study
 from harness.config.space import cell_labels
 from harness.driver import run_study
+from harness.driver.console import Console, progress_interval
 from harness.errors import UsageError
 from harness.metrics.fidelity import FIDELITY_STDS, fidelity_by_std
 from harness.store.urls import check_storage_url, resolve_storage
+from harness.trial.parallel import torchrun_world
 from harness.trial.recipes import recipe
 
 
@@ -31,7 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-trials", help="run at most this many trials now")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key path")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the trials; train nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="only the essential lines: trials, outcomes, summary")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="TensorBoard event files per trial (needs the tensorboard package)"
+    )
+    parser.add_argument("--workers", metavar="N|auto", help="N worker processes, one per device (auto: per GPU/core)")
     return parser.parse_args(argv)
 
 
@@ -93,20 +109,34 @@ def main(argv: list[str] | None = None) -> int:
         check_storage_url(loaded.spec.storage, f"{args.study}: storage")
     storage = resolve_storage(args.storage, loaded.spec.storage)
     check_storage_url(storage, storage_source(args.storage, loaded, args.study))
+    world = torchrun_world()
+    if world is not None:
+        if args.workers is not None:
+            raise UsageError(f"{args.study}: --workers: not under torchrun (its processes already share each trial)")
+        check_batch_divides(loaded, world[1])
+    plans = plan_workers(args.workers, loaded, n_trials) if args.workers is not None else None
     if args.dry_run:
-        print_dry_run(loaded, storage)
-        print_notes(loaded)
+        if world is None or world[0] == 0:
+            print_dry_run(loaded, storage)
+            print_notes(loaded)
         return 0
+    if plans is not None:  # the workers print the notes (the display shows each once)
+        return run_workers(plans, worker_command(sys.argv[1:] if argv is None else argv), Display(sys.stdout))
     # the harness prints one line per trial (and failures with their reason); Optuna's own warnings would
     # repeat each failure with a traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    console = Console(quiet=args.quiet, interval_s=progress_interval())  # bars only when stdout is a terminal
     try:
-        summary = run_study(loaded, storage, n_trials, progress=not args.quiet)
+        if world is not None:
+            return run_ranks(loaded, storage, n_trials, console, world, tensorboard=args.tensorboard)
+        outcome = run_study(loaded, storage, n_trials, console, tensorboard=args.tensorboard)
     except KeyboardInterrupt:
         print("\ninterrupted: completed trials are kept; run the same command again to resume", file=sys.stderr)
         return 130
-    print(summary)
-    return 0
+    print(outcome.summary)
+    if outcome.failure:
+        print(f"error: {outcome.failure}", file=sys.stderr)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@ the peak measured per host, device, threads and dtype with a large matrix produc
 load is too low and would inflate every later MFU). An MFU above 1 is never reported as valid: the peak is
 measured again, and if it still is above 1 the value is recorded unavailable with the reason.
 
+Under torchrun (one trial trained by several processes with DDP, ``harness.trial.parallel``) the training
+values are the whole job's: images/s of the global batch, MFU against the peak of all its devices
+(world size x one device's), peak memory of the device that used the most; each carries ``world_size``,
+the per-device batch and every rank's own figures (``by_rank``), and images/s per device.
+
 Every timing value carries what it was measured under: torch threads, logical CPUs and the CPU load of other
 processes during its phase (``LoadMeter``, read by the runner at the start and end of training and of
 sampling), and ``under_load`` when that load ate into the cores the timing needed (the report flags those).
@@ -301,6 +306,16 @@ def _stat(ctx: EvalContext, name: str) -> float | None:
     return None if value is None else float(value)
 
 
+def job_attrs(ctx: EvalContext) -> dict[str, Any]:
+    """How many processes trained the trial together, with what share of the batch, and each rank's figures."""
+    attrs: dict[str, Any] = {"world_size": int(ctx.stats.get("world_size", 1))}
+    if ctx.stats.get("per_device_batch_size") is not None:
+        attrs["per_device_batch_size"] = ctx.stats["per_device_batch_size"]
+    if attrs["world_size"] > 1 and ctx.stats.get("by_rank"):
+        attrs["by_rank"] = ctx.stats["by_rank"]
+    return attrs
+
+
 def _recorded(ctx: EvalContext, name: str, unit: str, **attrs: Any) -> MetricValue:
     value = _stat(ctx, name)
     if value is None:
@@ -331,7 +346,10 @@ class Throughput(Metric):
             "sampler_steps": ctx.stats.get("sampler_steps"),
             "step": "one sampler step (one network evaluation of the batch)",
         }
-        train = {**common, **load_attrs(ctx, "train")}
+        train = {**common, **load_attrs(ctx, "train"), **job_attrs(ctx)}
+        images_per_s = _stat(ctx, "train_images_per_s")
+        if images_per_s is not None:
+            train["images_per_s_per_device"] = images_per_s / train["world_size"]
         return [
             _recorded(ctx, "train_images_per_s", "images/s", **train),
             _recorded(ctx, "train_seconds_per_step", "s", **train, step="one optimiser step"),
@@ -351,8 +369,13 @@ class Memory(Metric):
         train_attrs = {**attrs, "method": ctx.stats.get("train_peak_memory_method", default)}
         sample_attrs = {**attrs, "method": ctx.stats.get("sample_peak_memory_method", default)}
         train = _stat(ctx, "train_peak_memory_bytes")
+        job = job_attrs(ctx)
+        by_rank = [r.get("train_peak_memory_bytes") for r in job.get("by_rank", [])]
+        if train is not None and by_rank and all(v is not None for v in by_rank):
+            train = float(max(by_rank))  # the device that needed the most
+            job["total_bytes"] = int(sum(by_rank))
         out = [
-            MetricValue("peak_memory_bytes", train, "bytes", {**train_attrs, "phase": "train"})
+            MetricValue("peak_memory_bytes", train, "bytes", {**train_attrs, **job, "phase": "train"})
             if train is not None
             else unavailable(
                 "peak_memory_bytes", "the runner did not measure train_peak_memory_bytes", "bytes", **train_attrs
@@ -376,13 +399,16 @@ class Mfu(Metric):
             peak = {"peak_flops_per_s": self.peak_flops_per_s, "source": "given (mfu.peak_flops_per_s)"}
         else:
             peak = {**peak_flops(ctx), "source": "measured: best n x n matmul FLOP/s"}
+        devices = int(ctx.stats.get("world_size", 1))  # every device of the job trains (DDP)
         attrs = {
             "dtype": dtype,
             "device": device_name(ctx.device),
             **load_attrs(ctx, "train"),
+            **job_attrs(ctx),
             "peak_source": peak["source"],
             "peak": peak,
-            "convention": "achieved = 3 x forward flops_per_image x train_images_per_s; " + CONVENTION,
+            "convention": "achieved = 3 x forward flops_per_image x train_images_per_s; mfu = achieved / "
+            "(world_size x peak_flops_per_s of one device); " + CONVENTION,
         }
         peak_value = MetricValue("peak_flops_per_s", peak["peak_flops_per_s"], "FLOP/s", attrs)
         try:
@@ -402,17 +428,19 @@ class Mfu(Metric):
                 peak_value,
             ]
         achieved = 3 * flops * images_per_s
-        if achieved > peak["peak_flops_per_s"] and self.peak_flops_per_s is None:
+        if achieved > devices * peak["peak_flops_per_s"] and self.peak_flops_per_s is None:
             peak = {**peak_flops(ctx, fresh=True), "source": "measured again: MFU above 1 with the first peak"}
         attrs = {**attrs, "peak_source": peak["source"], "peak": peak, "flops_per_image": flops}
         attrs["train_images_per_s"] = images_per_s
+        attrs["achieved_flops_per_s_per_device"] = achieved / devices
         peak_value = MetricValue("peak_flops_per_s", peak["peak_flops_per_s"], "FLOP/s", attrs)
         achieved_value = MetricValue("achieved_flops_per_s", achieved, "FLOP/s", attrs)
-        mfu = achieved / peak["peak_flops_per_s"]
+        mfu = achieved / (devices * peak["peak_flops_per_s"])
         if mfu > 1:
             reason = (
-                f"MFU {mfu:.2f} > 1: the peak ({peak['peak_flops_per_s']:.3g} FLOP/s, {peak['source']}) is below "
-                "what training achieved; not a valid utilisation (peak measured under load, or a wrong FLOP count)"
+                f"MFU {mfu:.2f} > 1: the peak ({devices} x {peak['peak_flops_per_s']:.3g} FLOP/s, {peak['source']}) "
+                "is below what training achieved; not a valid utilisation (peak measured under load, or a wrong "
+                "FLOP count)"
             )
             return [unavailable("mfu", reason, **attrs), achieved_value, peak_value]
         return [MetricValue("mfu", mfu, None, attrs), achieved_value, peak_value]

@@ -131,3 +131,24 @@ def complete_trial(
             conn.execute(insert(artifacts_table), files)
         done = {"state": "complete", "error": None, "finished_at": utc_now(), "duration_s": duration_s}
         conn.execute(update(trials_table).where(*this).values(**done))
+
+
+def record_unclaimed_failure(
+    store: Store,
+    study: str,
+    number: int,
+    params: dict,
+    config: dict,
+    env: dict[str, Any],
+    reason: str,
+    duration_s: float | None,
+) -> None:
+    """A trial that failed before it held its cell (building its config, claiming): its row, ``failed`` with the
+    reason, in one transaction, so that the tables and the report list it. A row it already has (it claimed
+    after all) is ended as ``finish_trial`` would; a row that is no longer ``running`` is left as it is."""
+    this = (trials_table.c.study_name == study, trials_table.c.trial_number == number)
+    with store.engine.begin() as conn:
+        if conn.execute(select(trials_table.c.state).where(*this)).first() is None:
+            store.write_running_row(conn, study, number, params, config, env)
+        ended = {"state": "failed", "error": reason, "finished_at": utc_now(), "duration_s": duration_s}
+        conn.execute(update(trials_table).where(*this, trials_table.c.state == "running").values(**ended))

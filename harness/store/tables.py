@@ -43,6 +43,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     delete,
+    func,
     insert,
     inspect,
     select,
@@ -320,6 +321,18 @@ class Store:
         )
         with self.engine.connect() as conn:
             return set(conn.execute(query).scalars())
+
+    def state_counts(self, study: str) -> dict[str, int]:
+        """How many of the study's trials are in each state (``running``, ``complete``, ``failed``, ...)."""
+        if not self.has_schema():
+            return {}
+        query = (
+            select(trials_table.c.state, func.count())
+            .where(trials_table.c.study_name == study)
+            .group_by(trials_table.c.state)
+        )
+        with self.engine.connect() as conn:
+            return {state: int(n) for state, n in conn.execute(query)}
 
     def metrics(self, study: str | None = None) -> pd.DataFrame:
         return self._frame(metrics_table, study)

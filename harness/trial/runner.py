@@ -2,6 +2,8 @@
 
 Seeds from the study seed and the trial's ``train.seed``; builds the components; trains; evaluates
 (a sample grid PNG, validation loss per logSNR bucket on held-out data, the metrics of ``eval.metrics``).
+The trial's folder gets its resolved config as ``config.yaml`` first; what the trial is doing goes to its
+``TrialEvents`` (``harness.trial.events``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from harness.metrics import EvalContext, LoadMeter, PeakMemory, ThroughputMeter
 from harness.metrics.calibration import calibration_values
 from harness.metrics.features import write_folder
 from harness.metrics.fidelity import fidelity_values
+from harness.trial.config_file import write_config_file
+from harness.trial.events import TrialEvents
+from harness.trial.parallel import Parallel
 from harness.trial.recipes import recipe, recipe_values
 from harness.trial.train import to_float, train
 
@@ -99,11 +104,14 @@ def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: EvalSpec, see
 
 
 class SampleCache:
-    """Generates the evaluation samples once (uint8 [N, C, H, W]) and measures sampling speed."""
+    """Generates the evaluation samples once (uint8 [N, C, H, W]) and measures sampling speed; ``events``
+    hears the ``sampling`` phase and the images done."""
 
-    def __init__(self, denoiser: Denoiser, config: EvalSpec, shape, device, seed: int, stats: dict):
+    def __init__(
+        self, denoiser: Denoiser, config: EvalSpec, shape, device, seed: int, stats: dict, events: TrialEvents
+    ):
         self.denoiser, self.config, self.shape, self.device, self.seed = denoiser, config, shape, device, seed
-        self.stats, self._images = stats, None
+        self.stats, self.events, self._images = stats, events, None
 
     def __call__(self) -> torch.Tensor:
         if self._images is None:
@@ -113,6 +121,7 @@ class SampleCache:
     def _generate(self) -> torch.Tensor:
         ev = self.config
         sampler = ev.sampler.instantiate()
+        self.events.phase("sampling", images=ev.num_samples, steps=sampler.steps)
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
         meter = ThroughputMeter(self.device, warmup=1)
         chunks, left = [], ev.num_samples
@@ -134,6 +143,7 @@ class SampleCache:
                     raise TrialFailed(f"non-finite samples: {bad} of {x.numel()} values (a trial never scores them)")
                 chunks.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
                 left -= b
+                self.events.count(ev.num_samples - left, ev.num_samples)
         steps = sampler.steps
         ips = meter.images_per_s or ev.num_samples / max(time.perf_counter() - wall0, 1e-9)
         self.stats.update(
@@ -153,8 +163,28 @@ def holdout_fingerprint(dataset_fingerprint: str, hold_list: list[int]) -> str:
     return hashlib.sha256(f"{dataset_fingerprint}:holdout:{hold_list}".encode()).hexdigest()
 
 
-def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: bool = True) -> TrialResult:
-    """Train and evaluate one trial; ``workdir`` gets the checkpoint and the sample grid."""
+def run_trial(
+    config: TrialConfig,
+    workdir: Path,
+    cache_dir: Path,
+    events: TrialEvents | None = None,
+    parallel: Parallel | None = None,
+) -> TrialResult:
+    """Train and evaluate one trial; ``workdir`` gets ``config.yaml``, the checkpoint and the sample grid;
+    ``events`` hears each phase (``harness.trial.events``). Under torchrun (``parallel``) every rank trains
+    its share of each batch and rank 0 alone evaluates: the other ranks return an empty result after training."""
+    events = events or TrialEvents()
+    parallel = parallel or Parallel()
+    parallel.per_device_batch(config.train.batch_size)  # every rank refuses a batch that does not divide
+    if parallel.is_main:
+        write_config_file(config, workdir)
+    with parallel.together():  # the ranks in step until training ends (harness.trial.parallel)
+        return _run_trial(config, workdir, cache_dir, events, parallel)
+
+
+def _run_trial(
+    config: TrialConfig, workdir: Path, cache_dir: Path, events: TrialEvents, parallel: Parallel
+) -> TrialResult:
     seed = derive_seed(config.seed, config.train.seed)
     device = pick_device(config.train.device)
     dataset = config.dataset.model_copy(update={"cache_dir": str(cache_dir)}).instantiate()
@@ -176,12 +206,20 @@ def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: boo
         device,
         workdir / "checkpoint",
         seed,
-        progress,
+        events,
+        parallel,
     )
+    parallel.out_of_step()  # only rank 0 goes on: its failures from here on are the trial's alone
     result = TrialResult(resumed_from=trained.resumed_from)
+    if not parallel.is_main:
+        return result
     result.artifacts.append(("checkpoint", str(workdir / "checkpoint" / "latest.pt")))
     result.metrics += [{"name": "train_loss", "value": v, "step": s} for s, v in trained.curve]
     result.metrics.append({"name": "resumed_from_step", "value": trained.resumed_from, "unit": "step"})
+    result.metrics += [  # how the global batch was shared out (torchrun: one process per device)
+        {"name": "world_size", "value": parallel.world_size, "unit": "processes"},
+        {"name": "per_device_batch_size", "value": trained.stats["per_device_batch_size"], "unit": "images"},
+    ]
     result.metrics += recipe_values(found)
     clip_attrs = {**trained.stats["grad_clip"], "steps": trained.steps}
     result.metrics.append(
@@ -193,14 +231,16 @@ def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: boo
         }
     )
     ema_denoiser = Denoiser(trained.ema, denoiser.schedule, denoiser.parametrization, denoiser.loss_fn)
+    events.phase("validation", images=len(hold_list))
     result.metrics += validation_loss(ema_denoiser, images[hold_idx.to(device)], config.eval, seed)
     shape = (dataset.channels, dataset.resolution, dataset.resolution)
     stats = dict(trained.stats)
-    samples = SampleCache(ema_denoiser, config.eval, shape, device, seed, stats)
+    samples = SampleCache(ema_denoiser, config.eval, shape, device, seed, stats, events)
     # deferred: torchvision imports torch._dynamo, about a second of start-up that only a trial needs
     from torchvision.utils import save_image
 
     grid = samples()[: config.eval.grid_size]
+    events.samples(grid, trained.steps)
     grid_path = workdir / "samples.png"
     save_image(grid.float() / 255.0, grid_path, nrow=int(max(1, round(grid.shape[0] ** 0.5))))
     result.artifacts.append(("sample_grid", str(grid_path)))
@@ -222,10 +262,15 @@ def run_trial(config: TrialConfig, workdir: Path, cache_dir: Path, progress: boo
     )
     values = fidelity_values(config.diffusion.schedule, config.eval.sampler)
     metrics = list(config.eval.metrics)
-    for metric in metrics:
+    events.phase("metrics", names=[m.name for m in metrics])
+    for i, metric in enumerate(metrics):
+        events.count(i, len(metrics), metric.name)
         values += metric.compute(ctx)
     result.metrics += [
         {"name": v.name, "value": v.value, "step": v.step, "unit": v.unit, "attrs": v.attrs} for v in values
     ]
+    quality = [m.name for m in metrics if m.compares_samples]
+    if quality:
+        events.phase("calibration", names=quality)
     result.metrics += calibration_values(ctx, metrics, dataset.images[train_idx], config.eval.num_samples)
     return result
