@@ -38,3 +38,19 @@ def test_train_loop_bench_runs_the_harness_and_a_bare_loop_to_the_same_weights_a
     assert re.search(r"harness/bare speed, CPU time: +\d+\.\d+", out)
     for loop in ("harness", "bare"):
         assert re.search(rf"^{loop} +images/s +\d+\.\d+ .* MFU \d+\.\d+", out, re.M), out
+
+
+def test_eval_share_bench_times_every_phase_of_a_trial_and_prints_the_share(tmp_path: Path):
+    """One small trial of the default study, run twice on one cache (calibration computed, then cached): every
+    phase timed for both, and the share printed for both."""
+    small = ("dataset.num_images=64", "eval.num_samples=8", "eval.sampler.steps=4", "model.preset=tiny")
+    out = bench("eval_share.py", "--steps", "2", *(a for s in small for a in ("--set", s)))
+    for phase in ("setup", "training", "validation", "sampling", "metrics", "calibration"):
+        assert re.search(rf"^{phase} +\d+\.\d +\d+\.\d$", out, re.M), out
+    for label in ("first trial", "later trials"):
+        assert re.search(rf"^{label} .* evaluation share \d+\.\d%", out, re.M), out
+
+
+def test_peer_bench_says_it_skipped_when_the_peer_is_not_installed(tmp_path: Path):
+    out = bench("peer_uvit.py", "--peer", str(tmp_path / "absent"))
+    assert out.startswith("skipped: the peer is not installed under")

@@ -344,6 +344,8 @@ class Throughput(Metric):
             **common,
             **load_attrs(ctx, "sample"),
             "sampler_steps": ctx.stats.get("sampler_steps"),
+            "sampler_dtype": ctx.stats.get("sample_dtype"),  # eval.sampler_dtype as applied (autocast or not)
+            "sampler_compiled": ctx.stats.get("sample_compiled"),  # eval.sampler_compile
             "step": "one sampler step (one network evaluation of the batch)",
         }
         train = {**common, **load_attrs(ctx, "train"), **job_attrs(ctx)}
