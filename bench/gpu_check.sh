@@ -6,6 +6,8 @@
 #   4. the training loop against a bare PyTorch loop, MFU of both (U-ViT base, batch 256; eager and compiled).
 #   5. the `base` preset trained by 1 process vs torchrun DDP on every visible GPU (bench/ddp.py; with one
 #      GPU only the single-process run, and it says so).
+#   6. evaluation share of a default-study trial on CUDA, eager and with eval.sampler_compile (CUDA graphs; the
+#      compiled sampler is untested on CPU CI: this is its check).
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (packages missing there can be installed from .whl/)
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
@@ -36,3 +38,7 @@ python3 bench/train_loop.py --device cuda --preset base --batch 256 --steps 30 -
   | tee "$OUT/train_loop_compiled.txt"
 echo "== 5. DDP: base preset, 1 process vs torchrun on every visible GPU (global batch 256)"
 python3 bench/ddp.py --device cuda --preset base --batch 256 --steps 300 2>&1 | tee "$OUT/ddp.txt"
+echo "== 6. evaluation share of a default-study trial on CUDA: eager sampler, then compiled (CUDA graphs)"
+python3 bench/eval_share.py --steps 100 --set train.device=cuda 2>&1 | tee "$OUT/eval_share.txt"
+python3 bench/eval_share.py --steps 100 --set train.device=cuda --set eval.sampler_compile=true 2>&1 \
+  | tee "$OUT/eval_share_compiled.txt"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,3 +56,13 @@ def test_eval_share_bench_times_every_phase_of_a_trial_and_prints_the_share(tmp_
 def test_peer_bench_says_it_skipped_when_the_peer_is_not_installed(tmp_path: Path):
     out = bench("peer_uvit.py", "--peer", str(tmp_path / "absent"))
     assert out.startswith("skipped: the peer is not installed under")
+
+
+def test_scaling_bench_prints_time_and_flop_ratios_from_128_to_256_px():
+    out = bench("scaling.py", *("--networks", "uvit", "--stems", "none", "--preset", "tiny", "--rounds", "1"))
+    number = r" +([\d.]+)"
+    row = re.search(rf"^uvit +none +contiguous{number * 7}$", out, re.M)
+    assert row, out
+    gflop_128, gflop_256, flop_ratio = float(row[1]), float(row[2]), float(row[6])
+    assert flop_ratio == pytest.approx(gflop_256 / gflop_128, abs=0.01)  # the FLOP ratio printed is the FLOPs'
+    assert gflop_256 > gflop_128  # 4x the pixels: more FLOPs per image
