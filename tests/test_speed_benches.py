@@ -61,7 +61,7 @@ def test_peer_bench_says_it_skipped_when_the_peer_is_not_installed(tmp_path: Pat
 def test_scaling_bench_prints_time_and_flop_ratios_from_128_to_256_px():
     out = bench("scaling.py", *("--networks", "uvit", "--stems", "none", "--preset", "tiny", "--rounds", "1"))
     number = r" +([\d.]+)"
-    row = re.search(rf"^uvit +none +contiguous{number * 7}$", out, re.M)
+    row = re.search(rf"^uvit +none +this +contiguous{number * 7}$", out, re.M)
     assert row, out
     gflop_128, gflop_256, flop_ratio = float(row[1]), float(row[2]), float(row[6])
     assert flop_ratio == pytest.approx(gflop_256 / gflop_128, abs=0.01)  # the FLOP ratio printed is the FLOPs'
