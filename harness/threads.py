@@ -3,10 +3,12 @@
 PyTorch's CPU kernels run on an OpenMP thread pool (libgomp in the Linux wheels). By default its threads spin
 at every barrier for a while before they sleep: on a quiet machine that saves a wake-up, but when another
 process holds one of the cores, the threads that arrived first burn their core spinning while the one they
-wait for is descheduled, and every parallel region takes a time slice. Measured on a busy 2-core machine: a
-training step took 5 s with 2 threads against 0.45 s with 1 (``bench/threads.py`` shows it side by side).
+wait for is descheduled, and every parallel region takes a time slice. Measured on a 2-core machine with one
+core busy elsewhere (``bench/threads.py``, docs/speed.md): a training step with 2 threads took 9.1 s with the
+default policy, 0.67 s with ``PASSIVE`` (0.73 s with 1 thread).
 ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep at once; libgomp reads it when it is loaded, that is
-when torch is imported, so the command lines call ``apply_wait_policy`` first thing (``harness/study.py``).
+when torch is imported, so the command lines that compute call ``apply_wait_policy`` first thing
+(``harness/study.py``, ``harness/prepare.py``).
 
 What a user sets wins: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in the environment (e.g.
 ``OMP_WAIT_POLICY=ACTIVE`` on a dedicated machine) is left alone, as is ``OMP_NUM_THREADS`` (the torch thread
