@@ -103,7 +103,8 @@ def main() -> None:
         f"# {Path(args.study).name} trial 0: {config.model.name} {config.model.preset}, {config.resolution} px, "
         f"batch {config.train.batch_size}, {steps} of {study_steps} steps run; eval {ev.num_samples} samples, "
         f"{ev.sampler.to_spec()}, metrics {[m.name for m in ev.metrics]}; {torch.get_num_threads()} torch threads, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     loads = []
     for dtype, config in configs.items():

@@ -1,13 +1,16 @@
-"""Training steps with 1 and 2 torch threads, OpenMP's default wait policy against the harness's, quiet and
-while another process spins on a core: the collapse that ``harness.threads`` prevents, side by side.
+"""Training steps with 1 and 2 torch threads under OpenMP wait policies, quiet and beside another busy process:
+the collapse that ``harness.threads`` prevents, and what each policy costs on a quiet machine, side by side.
 
-    python bench/threads.py [--study studies/schedule_shift.yaml] [--steps 4] [--spinners 1]
+    python bench/threads.py [--steps 3] [--threads 1 2] [--load torch|python] [--spinners 1] [--policies ...]
 
-Each configuration runs in a fresh process (OpenMP reads ``OMP_WAIT_POLICY`` when torch loads): the study's
-first trial network and batch, ``--warmup`` + ``--steps`` steps of forward, backward and AdamW on the trial's
-loss. "loaded" starts ``--spinners`` busy-looping processes first (ended after the run). Printed: median wall
-time per step, the harness/default ratio, and the other processes' CPU load during the run. The harness's policy
-(``OMP_WAIT_POLICY=PASSIVE``) is what ``python -m harness.study`` sets unless the user set one.
+Each configuration runs in a fresh process (OpenMP reads ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` when torch
+loads): the default study's first trial network and batch, ``--warmup`` + ``--steps`` steps of forward, backward
+and AdamW on the trial's loss. "loaded" starts ``--spinners`` processes first (ended after the run): ``torch``,
+a 2-thread torch job with OpenMP's defaults (another study, worker or benchmark on the same cores), or
+``python``, one busy core. Policies: ``default`` (libgomp spins 300,000 times at a barrier), ``PASSIVE``
+(sleeps at once), ``harness`` (``harness.threads.DEFAULT_POLICY``, what ``python -m harness.study`` sets unless
+the user chose), ``spin N`` (``GOMP_SPINCOUNT=N``). Printed: median wall time per step, the other processes'
+CPU load during the run, and each policy's speed-up over the default.
 """
 
 from __future__ import annotations
@@ -24,8 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-POLICIES = {"default": None, "harness (PASSIVE)": "PASSIVE"}
-SPIN = "while True: pass"
+from harness.threads import DEFAULT_POLICY  # noqa: E402  (torch-free: the parent never loads torch)
+
+POLICIES = {  # name: the environment a configuration runs with (OMP_WAIT_POLICY / GOMP_SPINCOUNT)
+    "default": {},
+    "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "harness": DEFAULT_POLICY,
+    **{f"spin {n}": {"GOMP_SPINCOUNT": str(n)} for n in (1000, 3000, 10000, 30000, 100000)},
+}
+LOADS = {  # what the "loaded" columns run beside the measured process
+    "python": "while True: pass",  # one busy core
+    # another torch job with 2 threads and OpenMP's default (spinning) policy: what a second study, another
+    # worker or someone's benchmark on the same cores does
+    "torch": "import torch\ntorch.set_num_threads(2)\nx = torch.randn(64, 64)\nwhile True: x = torch.tanh(x @ x)",
+}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -57,12 +72,13 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"step_s": times[args.warmup :], "other_load": load, "threads": torch.get_num_threads()}))
 
 
-def run_config(args: argparse.Namespace, threads: int, policy: str | None, spinners: int) -> dict:
+def run_config(args: argparse.Namespace, threads: int, policy: dict[str, str], spinners: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
-    spin = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(spinners)]
+    env.update(policy)
+    # the load runs with OpenMP's defaults (2 threads, spinning), whatever the measured configuration uses
+    load_env = {k: v for k, v in env.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *policy)}
+    spin = [subprocess.Popen([sys.executable, "-c", LOADS[args.load]], env=load_env) for _ in range(spinners)]
     try:
         done = subprocess.run(
             [sys.executable, __file__, "--child", "--study", args.study, "--steps", str(args.steps)]
@@ -85,7 +101,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--spinners", type=int, default=1, help="busy processes for the 'loaded' columns")
+    parser.add_argument("--load", default="torch", choices=list(LOADS), help="what each busy process runs")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--policies", nargs="+", default=["default", "PASSIVE", "harness"], choices=list(POLICIES), metavar="NAME"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -102,7 +122,7 @@ def main() -> None:
     )
     table: dict[tuple[int, str], dict[str, float]] = {}
     for threads in args.threads:
-        for name, policy in POLICIES.items():
+        for name, policy in ((n, POLICIES[n]) for n in args.policies):
             row = {}
             for label, spinners in (("quiet", 0), ("loaded", args.spinners)):
                 out = run_config(args, threads, policy, spinners)
@@ -115,11 +135,13 @@ def main() -> None:
                 flush=True,
             )
     for threads in args.threads:
-        base, ours = table[threads, "default"], table[threads, "harness (PASSIVE)"]
-        print(
-            f"{threads} thread(s): harness policy speed-up over the default: "
-            f"quiet x{base['quiet'] / ours['quiet']:.2f}, loaded x{base['loaded'] / ours['loaded']:.2f}"
+        base = table[threads, "default"]
+        ratios = ", ".join(
+            f"{name}: quiet x{base['quiet'] / row['quiet']:.2f} loaded x{base['loaded'] / row['loaded']:.2f}"
+            for (t, name), row in table.items()
+            if t == threads and name != "default"
         )
+        print(f"{threads} thread(s), speed-up over the default: {ratios}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,23 @@
-"""How the CPU threads wait: an OpenMP wait policy that does not collapse when other processes share the cores.
+"""How the CPU threads wait: a bounded OpenMP spin that neither collapses under load nor slows a quiet machine.
 
-PyTorch's CPU kernels run on an OpenMP thread pool (libgomp in the Linux wheels). By default its threads spin
-at every barrier for a while before they sleep: on a quiet machine that saves a wake-up, but when another
-process holds one of the cores, the threads that arrived first burn their core spinning while the one they
-wait for is descheduled, and every parallel region takes a time slice. Measured on a 2-core machine with one
-core busy elsewhere (``bench/threads.py``, docs/speed.md): a training step with 2 threads took 9.1 s with the
-default policy, 0.67 s with ``PASSIVE`` (0.73 s with 1 thread).
-``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep at once; libgomp reads it when it is loaded, that is
-when torch is imported, so the command lines that compute call ``apply_wait_policy`` first thing
-(``harness/study.py``, ``harness/prepare.py``).
+PyTorch's CPU kernels run on an OpenMP thread pool (libgomp in the Linux pip wheels). By default a thread that
+reaches a barrier first spins 300,000 times before it sleeps: on a quiet machine that saves a wake-up, but when
+another process holds one of the cores (worse: another torch job spinning the same way), the spinning threads
+burn the time slices the late thread needs, and every parallel region waits a slice. ``bench/threads.py``
+(docs/speed.md) measured, for a training step with 2 threads on 2 cores:
 
-What a user sets wins: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in the environment (e.g.
-``OMP_WAIT_POLICY=ACTIVE`` on a dedicated machine) is left alone, as is ``OMP_NUM_THREADS`` (the torch thread
-count; ``--workers`` divides the cores among its workers unless it is set). ``thread_policy()`` is what a
-trial records (``env_json``: the policy, who chose it, the thread count).
+- quiet: default 0.13-0.15 s, ``GOMP_SPINCOUNT=10000`` the same, ``OMP_WAIT_POLICY=PASSIVE`` 0.20 s (1.4x
+  slower: every barrier sleeps and wakes);
+- beside another 2-thread torch job: default 1.3-2.2 s (collapsed), spin 10000 0.40-0.49 s, PASSIVE 0.30 s.
+
+So the command lines that compute set ``GOMP_SPINCOUNT=10000`` (``DEFAULT_POLICY``) first thing, before torch
+is imported (libgomp reads it when it is loaded): ``harness/study.py``, ``harness/prepare.py``.
+
+What a user sets wins: ``OMP_WAIT_POLICY`` (``PASSIVE`` on a machine that is always shared, ``ACTIVE`` on a
+dedicated one) or ``GOMP_SPINCOUNT`` in the environment is left alone, as is ``OMP_NUM_THREADS`` (the torch
+thread count; ``--workers`` divides the cores among its workers unless it is set). Intel's OpenMP runtime
+(some conda builds) reads ``KMP_BLOCKTIME`` instead, which is left as it is (not measured here).
+``thread_policy()`` is what a trial records (``env_json``: the settings and who chose them).
 
 Torch-free on purpose: it must run before torch is imported.
 """
@@ -25,15 +29,15 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
-DEFAULT_WAIT_POLICY = "PASSIVE"
+DEFAULT_POLICY = {"GOMP_SPINCOUNT": "10000"}  # spin about as long as a wake-up costs, then sleep
 USER_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # either one set by the user: the harness changes nothing
 CHOSEN_BY = "HARNESS_OMP_WAIT_POLICY_BY"  # who set the policy, passed on to workers and torchrun ranks
 
 
 def apply_wait_policy(environ: MutableMapping[str, str] | None = None) -> str:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` in ``environ`` (default ``os.environ``) unless the user chose a wait
-    policy; returns who chose it (``harness`` or ``user``; ``unset`` when torch is imported already, so that
-    the policy could no longer take effect in this process). Child processes (workers, ranks) inherit both."""
+    """Set ``DEFAULT_POLICY`` in ``environ`` (default ``os.environ``) unless the user chose a wait policy;
+    returns who chose it (``harness`` or ``user``; ``unset`` when torch is imported already, so that the policy
+    could no longer take effect in this process). Child processes (workers, ranks) inherit both."""
     env = os.environ if environ is None else environ
     if env.get(CHOSEN_BY) in ("harness", "user"):  # a parent harness process decided already
         return env[CHOSEN_BY]
@@ -42,7 +46,7 @@ def apply_wait_policy(environ: MutableMapping[str, str] | None = None) -> str:
     elif "torch" in sys.modules and environ is None:  # too late: OpenMP read its settings when torch loaded
         return "unset"
     else:
-        env["OMP_WAIT_POLICY"] = DEFAULT_WAIT_POLICY
+        env.update(DEFAULT_POLICY)
         env[CHOSEN_BY] = "harness"
     return env[CHOSEN_BY]
 

@@ -18,11 +18,11 @@ from harness.threads import CHOSEN_BY, apply_wait_policy
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_harness_chooses_passive_waiting_unless_the_user_chose():
+def test_the_harness_bounds_the_spinning_unless_the_user_chose():
     env: dict[str, str] = {}
     assert apply_wait_policy(env) == "harness"
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE", CHOSEN_BY: "harness"}
-    for key, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "100000")):
+    assert env == {"GOMP_SPINCOUNT": "10000", CHOSEN_BY: "harness"}
+    for key, value in (("OMP_WAIT_POLICY", "PASSIVE"), ("GOMP_SPINCOUNT", "100000")):
         env = {key: value}
         assert apply_wait_policy(env) == "user"
         assert env == {key: value, CHOSEN_BY: "user"}  # the user's setting untouched, nothing added
@@ -49,7 +49,7 @@ print("ENV", __import__("json").dumps(environment(torch.device("cpu"))), file=sy
 """
 
 
-@pytest.mark.parametrize("user", [None, "ACTIVE"])
+@pytest.mark.parametrize("user", [None, "PASSIVE"])
 def test_the_study_command_sets_the_policy_before_torch_and_the_trial_records_it(user: str | None):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", CHOSEN_BY)}
     if user:
@@ -59,7 +59,8 @@ def test_the_study_command_sets_the_policy_before_torch_and_the_trial_records_it
     )
     line = next(ln for ln in done.stderr.splitlines() if ln.startswith("ENV "))
     recorded = json.loads(line.removeprefix("ENV "))
-    assert recorded["omp_wait_policy"] == (user or "PASSIVE")
+    assert recorded["omp_wait_policy"] == user
+    assert recorded["gomp_spincount"] == (None if user else "10000")
     assert recorded["wait_policy_by"] == ("user" if user else "harness")
     assert recorded["torch_threads"] >= 1
 
@@ -71,5 +72,5 @@ def test_too_late_changes_nothing_and_says_so(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(key, raising=False)
     assert "torch" in sys.modules
     assert apply_wait_policy() == "unset"
-    assert "OMP_WAIT_POLICY" not in os.environ
+    assert "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
     assert environment(torch.device("cpu"))["wait_policy_by"] == "unset"
