@@ -66,3 +66,15 @@ def test_scaling_bench_prints_time_and_flop_ratios_from_128_to_256_px():
     gflop_128, gflop_256, flop_ratio = float(row[1]), float(row[2]), float(row[6])
     assert flop_ratio == pytest.approx(gflop_256 / gflop_128, abs=0.01)  # the FLOP ratio printed is the FLOPs'
     assert gflop_256 > gflop_128  # 4x the pixels: more FLOPs per image
+
+
+def test_threads_bench_runs_each_policy_quiet_and_loaded():
+    """Every configuration runs in its own process, with and without the competing process; the table has a
+    row per (threads, policy) and the speed-up line names each policy against the default."""
+    args = ("--threads", "1", "--policies", "default", "harness", "--steps", "1", "--warmup", "0", "--load", "python")
+    out = bench("threads.py", *args)
+    for policy in ("default", "harness"):
+        assert re.search(rf"^ +1 {policy} +\d+\.\d+ +\d+\.\d+ +\d+\.\d+ +\d+\.\d+$", out, re.M), out
+    assert re.search(
+        r"^1 thread\(s\), speed-up over the default: harness: quiet x\d+\.\d+ loaded x\d+\.\d+$", out, re.M
+    )
