@@ -3,8 +3,11 @@
 #   1. every network x stem on CUDA in bf16 autocast (bench/gpu_networks.py);
 #   2. the default study with a larger model on CUDA, trial time and images/s from the database;
 #   3. harness FID vs cleanfid.fid.compute_fid on CUDA (bench/fid.py, Inception v3 architecture);
-#   4. the `base` preset trained by 1 process vs torchrun DDP on every visible GPU (bench/ddp.py; with one
+#   4. the training loop against a bare PyTorch loop, MFU of both (U-ViT base, batch 256; eager and compiled).
+#   5. the `base` preset trained by 1 process vs torchrun DDP on every visible GPU (bench/ddp.py; with one
 #      GPU only the single-process run, and it says so).
+#   6. evaluation share of a default-study trial on CUDA, eager and with eval.sampler_compile (CUDA graphs; the
+#      compiled sampler is untested on CPU CI: this is its check).
 # Usage: OUT=/some/dir bash bench/gpu_check.sh   (packages missing there can be installed from .whl/)
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
@@ -29,5 +32,13 @@ python3 -m harness.query --storage "$db" --sql "SELECT t.trial_number, t.state, 
   'peak_memory_bytes') ORDER BY t.trial_number, m.name" 2>&1 | tee "$OUT/query.txt"
 echo "== 3. FID: harness vs cleanfid.fid.compute_fid on CUDA (Inception v3 architecture, random weights)"
 python3 bench/fid.py --device cuda --extractor inception_v3 --n 5120 --batch-size 128 2>&1 | tee "$OUT/fid.txt"
-echo "== 4. DDP: base preset, 1 process vs torchrun on every visible GPU (global batch 256)"
+echo "== 4. training loop: harness vs bare PyTorch, MFU against the measured bf16 matmul peak (issue 12: >= 0.45)"
+python3 bench/train_loop.py --device cuda --preset base --batch 256 --steps 30 --rounds 5 2>&1 | tee "$OUT/train_loop.txt"
+python3 bench/train_loop.py --device cuda --preset base --batch 256 --steps 30 --rounds 3 --compile 2>&1 \
+  | tee "$OUT/train_loop_compiled.txt"
+echo "== 5. DDP: base preset, 1 process vs torchrun on every visible GPU (global batch 256)"
 python3 bench/ddp.py --device cuda --preset base --batch 256 --steps 300 2>&1 | tee "$OUT/ddp.txt"
+echo "== 6. evaluation share of a default-study trial on CUDA: eager sampler, then compiled (CUDA graphs)"
+python3 bench/eval_share.py --steps 100 --set train.device=cuda 2>&1 | tee "$OUT/eval_share.txt"
+python3 bench/eval_share.py --steps 100 --set train.device=cuda --set eval.sampler_compile=true 2>&1 \
+  | tee "$OUT/eval_share_compiled.txt"

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from harness.threads import thread_policy
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,6 +53,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
+        **thread_policy(),  # OMP_NUM_THREADS, the OpenMP wait policy and who chose it (harness.threads)
         "worker": os.environ.get("HARNESS_WORKER"),  # its index under --workers (harness.cli.workers)
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # the device --workers pinned it to
     }

@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 _UNSAFE_FOR_TERMINAL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -38,10 +39,13 @@ def spreadsheet_safe(value: Any) -> Any:
 
 
 def _map_text(frame: pd.DataFrame, fn) -> pd.DataFrame:
+    # deferred: pandas is a third of a second of start-up for the command lines that never print a frame
+    from pandas.api.types import is_string_dtype
+
     out = frame.copy()
     for i in range(out.shape[1]):  # by position: a query may return two columns of one name
         column = out.iloc[:, i]
-        if column.dtype == object or pd.api.types.is_string_dtype(column):
+        if column.dtype == object or is_string_dtype(column):
             out.isetitem(i, column.map(lambda v: fn(v) if isinstance(v, str) else v))
     out.columns = [fn(c) if isinstance(c, str) else c for c in out.columns]
     return out

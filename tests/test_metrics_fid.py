@@ -132,8 +132,11 @@ def test_normalised_batch_is_cleanfid_normalisation_in_either_layout():
 
 
 def test_wrapper_is_cleanfid_inceptionv3w(weights):
+    from cleanfid.downloads_helper import inception_url  # imports requests; the harness keeps its own copy
+
     extractor = inception.load_extractor(FidOptions(), torch.device("cpu"))
     assert isinstance(extractor.model, InceptionV3W)
+    assert inception.inception_url == inception_url
     assert extractor.info["name"] == "StandInInception" and len(extractor.info["sha256"]) == 64
 
 

@@ -13,7 +13,7 @@ import torch
 from metric_context import cpu_context
 
 from components.registry import ComponentError, validate_spec
-from harness.metrics import METRICS, EvalContext, ThroughputMeter, perf
+from harness.metrics import METRICS, EvalContext, PeakMemory, ThroughputMeter, perf
 
 
 def test_throughput_meter_ignores_warmup_and_averages_steady_steps():
@@ -32,9 +32,16 @@ def test_throughput_meter_ignores_warmup_and_averages_steady_steps():
     assert meter.seconds_per_step >= 0.002
 
 
+def run_fresh(code: str) -> str:
+    """stdout of ``code`` in a fresh process: in a long one (the test session) the allocator may reuse pages
+    freed by earlier tests, so a new allocation need not grow RSS."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_peak_memory_sees_a_large_allocation_on_cpu():
-    """RSS growth is measured in a fresh process: in a long one (the test session) the allocator may reuse
-    pages freed by earlier tests, so a new allocation need not grow RSS."""
     code = """
 import time, torch
 from harness.metrics import PeakMemory
@@ -47,10 +54,29 @@ with PeakMemory("cpu", interval_s=0.001) as peak:
     del block
 print(peak.peak_bytes)
 """
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert int(proc.stdout.split()[-1]) >= 32 * 2**20
+    assert int(run_fresh(code).split()[-1]) >= 32 * 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only: the kernel's peak RSS")
+def test_kernel_peak_sees_a_spike_no_sampler_would_and_nesting_falls_back_to_sampling():
+    """On Linux the peak is the kernel's (VmHWM, reset at entry): a 64 MiB block touched and freed at once, far
+    shorter than any sampling interval, is seen; a block inside another samples instead (one peak per process)."""
+    code = """
+import torch
+from harness.metrics import PeakMemory
+with PeakMemory("cpu", interval_s=10.0) as outer:
+    block = torch.ones(64 * 2**20 // 4)
+    del block
+    with PeakMemory("cpu", interval_s=10.0) as inner:
+        pass
+with PeakMemory("cpu") as after:
+    pass
+print(outer.peak_bytes, outer.method, inner.method, after.method, sep="|")
+"""
+    peak, outer, inner, after = run_fresh(code).strip().split("|")
+    assert int(peak) >= 32 * 2**20
+    assert outer == after == PeakMemory.KERNEL
+    assert inner == "growth of process RSS, sampled every 10000 ms"
 
 
 class ConvNet(torch.nn.Module):

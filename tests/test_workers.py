@@ -91,6 +91,8 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes_each_cell_once(
     assert threads == {workers.given_threads() or max(1, workers.usable_cores() // 2)}
     envs = [json.loads(e) for e in complete["env_json"]]
     assert len({e["pid"] for e in envs}) == 2 and {e["worker"] for e in envs} == {"0", "1"}  # both did work
+    if not any(os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):  # each set its wait policy
+        assert {(e["gomp_spincount"], e["wait_policy_by"]) for e in envs} == {("10000", "harness")}
 
 
 def test_one_exit_status_names_the_workers_that_died_and_waits_for_the_others(tmp_path: Path):

@@ -39,7 +39,10 @@ class Embedding(nn.Module):
     def __init__(self, emb_channels: int, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
-        freqs = torch.exp(torch.linspace(math.log(FOURIER_MIN), math.log(FOURIER_MAX), FOURIER_FREQUENCIES))
+        # computed on the CPU also under ``torch.device("meta")`` (parameter counts): exp on meta tensors goes
+        # through a Python decomposition that imports torch._dynamo, a second of every command's start-up
+        grid = torch.linspace(math.log(FOURIER_MIN), math.log(FOURIER_MAX), FOURIER_FREQUENCIES, device="cpu")
+        freqs = torch.exp(grid)
         self.register_buffer("freqs", freqs, persistent=False)
         self.mlp = nn.Sequential(
             nn.Linear(2 * FOURIER_FREQUENCIES, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels)
@@ -177,7 +180,10 @@ class Backbone(nn.Module):
     def initialize_weights(self) -> None:
         """All initialisation in one place (init is an ablation confound; STYLE.md): Xavier-uniform
         weights and zero biases for linear and conv layers (stem included), N(0, 0.02) for embeddings
-        and position embeddings, and a zero output layer so the network predicts 0 at init."""
+        and position embeddings, and a zero output layer so the network predicts 0 at init. Nothing to do on
+        the meta device (shapes only; its normal_ would import torch._dynamo, a second of start-up)."""
+        if any(p.is_meta for p in self.parameters()):
+            return
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
                 nn.init.xavier_uniform_(m.weight)

@@ -61,6 +61,12 @@ class EvalSpec(Strict):
     val_repeats: PositiveInt = 2  # noise draws per held-out image
     grid_size: PositiveInt = 16  # images in the saved sample grid
     save_samples: bool = False  # also write every generated image as a PNG (trial folder, samples/)
+    # the sampler's arithmetic: auto = bf16 autocast on CUDA, float32 on the CPU; bfloat16 = bf16 autocast on
+    # any device (opt-in on the CPU: about 2x faster with AMX, different numerics); float32 = no autocast
+    sampler_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # torch.compile the network for sampling (CUDA: mode reduce-overhead, i.e. CUDA graphs); opt-in: it pays on a
+    # GPU with many sampler steps, costs a compile per trial (and per batch shape), same arithmetic up to fusion
+    sampler_compile: bool = False
 
 
 class RangeSpec(Strict):

@@ -8,22 +8,14 @@ records for an axis, and how a trial suggests it, is the driver's (``harness.dri
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import sys
 from typing import Any
 
 from harness.config.models import RangeSpec
+from harness.labels import label
 
-
-def label(value: Any) -> str | int | float | bool | None:
-    """A readable, stable scalar for a value: scalars as they are, a spec as ``name(k=v, ...)``."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("name"), str):
-        args = ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in value.items() if k != "name")
-        return f"{value['name']}({args})" if args else value["name"]
-    return json.dumps(value, sort_keys=True)
+__all__ = ["Dimension", "cell_labels", "get_path", "grid_cells", "label", "set_path"]
 
 
 def get_path(config: dict, key: str) -> Any:

@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
+from harness.evaluation_rules import BASELINES
 from harness.metrics.base import EvalContext, Metric
 from harness.rows import ImageRows, mean_image
 
-BASELINES = ("data", "noise", "mean_image")
 DESCRIPTIONS = {
     "data": "training-split images against the held-out reference (the floor at this sample count)",
     "noise": "Gaussian noise N(0, 1) per pixel clipped to [-1, 1] (a ceiling)",

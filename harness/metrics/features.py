@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from cleanfid.utils import EXTENSIONS
 from PIL import Image
 
 from harness.metrics.base import MetricError
@@ -39,6 +38,9 @@ CLEAN_SIZE = 299  # clean-fid's output size in clean mode
 
 def list_folder(folder: str | pathlib.Path) -> list[str]:
     """Image files below ``folder``, sorted, as ``cleanfid.fid.get_folder_features`` lists them."""
+    # deferred: cleanfid.utils imports torchvision (-> torch._dynamo), about a second of every command's start-up
+    from cleanfid.utils import EXTENSIONS
+
     files = sorted(f for ext in EXTENSIONS for f in glob.glob(os.path.join(folder, f"**/*.{ext}"), recursive=True))
     if not files:
         raise MetricError(f"no image files ({', '.join(sorted(EXTENSIONS))}) in {folder}")

@@ -13,17 +13,17 @@ at least ``GUARD_MIN`` and arms differ by at most ``GUARD_SPREAD``.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 import components
 from components.registry import Component
 from components.samplers import gaussian_retention
+from harness.evaluation_rules import FIDELITY_STDS, GUARD_MIN, GUARD_SPREAD, GUARD_STD
 from harness.metrics.base import MetricValue
 
-FIDELITY_STDS = (0.05, 0.1, 0.25)  # per-pixel standard deviations probed, on the [-1, 1] scale
-GUARD_STD = 0.1  # the standard deviation the guard reads
-GUARD_MIN = 0.85  # every arm keeps at least this fraction of the variance at GUARD_STD
-GUARD_SPREAD = 0.02  # arms of one comparison differ by at most this much at GUARD_STD
+__all__ = ["FIDELITY_STDS", "GUARD_MIN", "GUARD_SPREAD", "GUARD_STD", "fidelity_by_std", "fidelity_values"]
 METHOD = "exact linear-Gaussian chain of the sampler's updates, perfect denoiser, data N(0, s^2) per pixel"
 
 
@@ -35,8 +35,17 @@ def _validated(family: str, spec: Any) -> Component:
 def fidelity_by_std(schedule: Any, sampler: Any) -> dict[float, float]:
     """{s: fraction of variance kept} for s in ``FIDELITY_STDS``; ``schedule`` and ``sampler`` are components
     (as in a ``TrialConfig``) or their specs."""
-    schedule, sampler = _validated("schedule", schedule).instantiate(), _validated("sampler", sampler).instantiate()
-    return {std: gaussian_retention(sampler, schedule, std) for std in FIDELITY_STDS}
+    schedule, sampler = _validated("schedule", schedule), _validated("sampler", sampler)
+    return dict(_by_std(json.dumps(schedule.to_spec(), sort_keys=True), json.dumps(sampler.to_spec(), sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=256)
+def _by_std(schedule_json: str, sampler_json: str) -> tuple[tuple[float, float], ...]:
+    """``fidelity_by_std`` of validated specs as JSON: the arms of a study share a few (schedule, sampler) pairs,
+    and the dry run and the load-time guard ask for every arm (each call: 64 steps x 3 scales of float64 math)."""
+    schedule = components.validate("schedule", json.loads(schedule_json)).instantiate()
+    sampler = components.validate("sampler", json.loads(sampler_json)).instantiate()
+    return tuple((std, gaussian_retention(sampler, schedule, std)) for std in FIDELITY_STDS)
 
 
 def fidelity_values(schedule: Any, sampler: Any) -> list[MetricValue]:

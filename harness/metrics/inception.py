@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from cleanfid.downloads_helper import inception_url
-from cleanfid.inception_torchscript import InceptionV3W
 
 from harness.metrics.base import FidOptions, MetricError
 
@@ -36,6 +34,9 @@ ENV_VAR = "HARNESS_INCEPTION_WEIGHTS"
 FILE_NAME = "inception-2015-12-05.pt"
 FEATURE_DIM = 2048
 NEEDS_WEIGHTS = ("fid", "kid", "kid_std")  # metric and value names that need the Inception network
+# clean-fid's download URL (``cleanfid.downloads_helper.inception_url``; tests/test_metrics_fid.py checks they are
+# equal): importing that module imports requests, a quarter of a second of every command's start-up
+inception_url = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 
 
 def cleanfid_weights_path() -> pathlib.Path:
@@ -91,14 +92,15 @@ def file_sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-class _InceptionFile(InceptionV3W):
-    """clean-fid's ``InceptionV3W`` (its forward: normalisation, 299 px check, 2048-d view) on any file."""
+def inception_file(base: torch.jit.ScriptModule, resize_inside: bool) -> torch.nn.Module:
+    """clean-fid's ``InceptionV3W`` (its forward: normalisation, 299 px check, 2048-d view) on any loaded file."""
+    # deferred: cleanfid.inception_torchscript imports requests, start-up time that only FID needs
+    from cleanfid.inception_torchscript import InceptionV3W
 
-    def __init__(self, base: torch.jit.ScriptModule, resize_inside: bool):
-        torch.nn.Module.__init__(self)
-        self.base = base
-        self.layers = base.layers
-        self.resize_inside = resize_inside
+    model = InceptionV3W.__new__(InceptionV3W)  # its __init__ would load the file from clean-fid's cache
+    torch.nn.Module.__init__(model)
+    model.base, model.layers, model.resize_inside = base, base.layers, resize_inside
+    return model
 
 
 @dataclass
@@ -134,7 +136,7 @@ def load_extractor(fid: FidOptions, device: torch.device, allow_download: bool =
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             base = torch.jit.load(str(path), map_location=device).eval()
-        model = _InceptionFile(base, resize_inside=fid.mode == "legacy_tensorflow")
+        model = inception_file(base, resize_inside=fid.mode == "legacy_tensorflow")
     except Exception as err:  # a torch/zip error of a broken file: report it in one line
         raise MetricError(f"{corrupt} ({type(err).__name__})") from None
     extractor = FeatureExtractor(model, fid.mode, device, {})

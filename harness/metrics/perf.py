@@ -85,20 +85,34 @@ class ThroughputMeter:
 
 
 class PeakMemory:
-    """Peak memory of a block. ``peak_bytes`` after exit.
+    """Peak memory of a block. ``peak_bytes`` after exit; ``method`` says how it was measured.
 
     CUDA: ``torch.cuda.max_memory_allocated`` after resetting the peak at entry (absolute: includes what
     was allocated before the block, e.g. the weights). CPU: the growth of the process's resident set size
-    over the block, sampled every ``interval_s`` by a background thread (a spike shorter than the interval
-    can be missed); 0 if the RSS never grew.
+    over the block (peak RSS during the block minus RSS at entry; 0 if RSS never grew). On Linux the kernel
+    keeps that peak for free and exactly (``VmHWM`` in ``/proc/self/status``, reset to the current RSS by
+    writing ``5`` to ``/proc/self/clear_refs``); elsewhere, or inside another ``PeakMemory`` (the kernel keeps
+    one peak per process), or where ``clear_refs`` cannot be written, a background thread samples the RSS
+    every ``interval_s`` (a spike shorter than the interval can be missed; the thread costs a few per cent of
+    a CPU-bound loop, which is why it is only the fallback).
     """
+
+    KERNEL = "growth of process RSS: kernel peak (VmHWM, reset through /proc/self/clear_refs)"
+    _kernel_users = 0  # PeakMemory blocks now reading the kernel's peak in this process (one at a time)
+    _kernel_lock = threading.Lock()
 
     def __init__(self, device: torch.device | str, interval_s: float = 0.005):
         self.device = torch.device(device)
         self.interval_s = interval_s
         self.peak_bytes: int | None = None
+        self.method = (
+            "torch.cuda.max_memory_allocated (absolute)"
+            if self.device.type == "cuda"
+            else f"growth of process RSS, sampled every {interval_s * 1e3:g} ms"
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._kernel = False
         self._base = 0
         self._max = 0
 
@@ -106,16 +120,34 @@ class PeakMemory:
         while not self._stop.wait(self.interval_s):
             self._max = max(self._max, proc.memory_info().rss)
 
+    def _use_kernel_peak(self) -> bool:
+        """Reset the kernel's peak RSS to the current RSS, if this block may and can (Linux, not nested)."""
+        with PeakMemory._kernel_lock:
+            if PeakMemory._kernel_users:
+                return False
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                _status_kb("VmHWM")
+            except (OSError, ValueError):
+                return False
+            PeakMemory._kernel_users += 1
+            return True
+
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             _sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            proc = psutil.Process(os.getpid())
-            self._base = self._max = proc.memory_info().rss
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._sample, args=(proc,), daemon=True)
-            self._thread.start()
+            return self
+        proc = psutil.Process(os.getpid())
+        self._base = self._max = proc.memory_info().rss
+        self._kernel = self._use_kernel_peak()
+        if self._kernel:
+            self.method = self.KERNEL
+            return self
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, args=(proc,), daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -123,11 +155,27 @@ class PeakMemory:
             _sync(self.device)
             self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
             return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._kernel:
+            try:
+                self._max = max(self._max, _status_kb("VmHWM") * 1024)
+            finally:
+                with PeakMemory._kernel_lock:
+                    PeakMemory._kernel_users -= 1
+        else:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
         self._max = max(self._max, psutil.Process(os.getpid()).memory_info().rss)
         self.peak_bytes = int(self._max - self._base)
+
+
+def _status_kb(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (Linux), e.g. ``VmHWM``; OSError/ValueError where there is none."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise ValueError(f"no {field} in /proc/self/status")
 
 
 def device_name(device: torch.device) -> str:
@@ -296,6 +344,8 @@ class Throughput(Metric):
             **common,
             **load_attrs(ctx, "sample"),
             "sampler_steps": ctx.stats.get("sampler_steps"),
+            "sampler_dtype": ctx.stats.get("sample_dtype"),  # eval.sampler_dtype as applied (autocast or not)
+            "sampler_compiled": ctx.stats.get("sample_compiled"),  # eval.sampler_compile
             "step": "one sampler step (one network evaluation of the batch)",
         }
         train = {**common, **load_attrs(ctx, "train"), **job_attrs(ctx)}
@@ -316,16 +366,10 @@ class Memory(Metric):
     outputs: ClassVar[tuple[str, ...]] = ("peak_memory_bytes", "sample_peak_memory_bytes")
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
-        method = (
-            "torch.cuda.max_memory_allocated (absolute)"
-            if ctx.device.type == "cuda"
-            else "growth of process RSS, sampled every 5 ms"
-        )
-        attrs = {
-            "device": device_name(ctx.device),
-            "method": method,
-            "batch_size": ctx.stats.get("batch_size"),
-        }
+        default = PeakMemory(ctx.device).method  # what the runner's PeakMemory says when it recorded no method
+        attrs = {"device": device_name(ctx.device), "batch_size": ctx.stats.get("batch_size")}
+        train_attrs = {**attrs, "method": ctx.stats.get("train_peak_memory_method", default)}
+        sample_attrs = {**attrs, "method": ctx.stats.get("sample_peak_memory_method", default)}
         train = _stat(ctx, "train_peak_memory_bytes")
         job = job_attrs(ctx)
         by_rank = [r.get("train_peak_memory_bytes") for r in job.get("by_rank", [])]
@@ -333,13 +377,13 @@ class Memory(Metric):
             train = float(max(by_rank))  # the device that needed the most
             job["total_bytes"] = int(sum(by_rank))
         out = [
-            MetricValue("peak_memory_bytes", train, "bytes", {**attrs, **job, "phase": "train"})
+            MetricValue("peak_memory_bytes", train, "bytes", {**train_attrs, **job, "phase": "train"})
             if train is not None
             else unavailable(
-                "peak_memory_bytes", "the runner did not measure train_peak_memory_bytes", "bytes", **attrs
+                "peak_memory_bytes", "the runner did not measure train_peak_memory_bytes", "bytes", **train_attrs
             )
         ]
-        out.append(_recorded(ctx, "sample_peak_memory_bytes", "bytes", **attrs, phase="sample"))
+        out.append(_recorded(ctx, "sample_peak_memory_bytes", "bytes", **sample_attrs, phase="sample"))
         return out
 
 

@@ -1,6 +1,7 @@
 """What a reader must see before trusting a comparison, extracted from a study's trials frame: the evaluation
 sampler's fidelity per arm (``harness.metrics.fidelity``) with a warning where arms differ, and the calibration
-baselines (``harness.metrics.calibration``) beside the trials' quality values."""
+baselines (``harness.metrics.calibration``) beside the trials' quality values. The thresholds and names live in
+``harness.evaluation_rules`` (no torch: the readers start fast)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from harness.metrics.calibration import BASELINES
-from harness.metrics.fidelity import GUARD_MIN, GUARD_SPREAD, GUARD_STD
+from harness.evaluation_rules import BASELINES, GUARD_MIN, GUARD_SPREAD, GUARD_STD
 
 FIDELITY = "sampler_fidelity"
 FIDELITY_COLUMNS = ["factor", "level", "sampler_fidelity", "n", "warning"]

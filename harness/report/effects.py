@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.config.space import label
+from harness.labels import label
 from harness.report.comparability import basis_difference
 from harness.report.stats import paired_interval, seeds_needed_paired, seeds_needed_welch, t_interval, welch_interval
 from harness.report.verdicts import VERDICT_COLUMNS, add_verdicts

@@ -20,12 +20,19 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 ALPHA = 0.05  # two-sided level of the test behind "resolved"
 POWER = 0.80  # the probability of resolving a true difference of the observed size
 MAX_SEEDS = 10_000  # above this, a sample-size estimate says "more than MAX_SEEDS"
+
+
+def _stats():
+    """``scipy.stats``, imported on first use."""
+    # deferred: scipy.stats takes about half a second to import, which `harness.query` without --summary never uses
+    from scipy import stats
+
+    return stats
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
@@ -37,7 +44,7 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     if len(x) < 2:
         return mean, np.nan, np.nan, np.nan
     std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1)) * std / np.sqrt(len(x))
+    half = float(_stats().t.ppf(0.5 + confidence / 2, len(x) - 1)) * std / np.sqrt(len(x))
     return mean, std, mean - half, mean + half
 
 
@@ -52,8 +59,8 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = C
     if se == 0:
         return diff, diff, diff, (1.0 if diff == 0 else 0.0)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    half = float(_stats().t.ppf(0.5 + confidence / 2, df)) * se
+    p = float(2 * _stats().t.sf(abs(diff) / se, df))
     return diff, diff - half, diff + half, p
 
 
@@ -65,21 +72,21 @@ def paired_interval(d: Sequence[float], confidence: float = CONFIDENCE) -> tuple
         return mean, np.nan, np.nan, np.nan
     if std == 0:
         return mean, mean, mean, (1.0 if mean == 0 else 0.0)
-    p = float(2 * stats.t.sf(abs(mean) / (std / np.sqrt(len(d))), len(d) - 1))
+    p = float(2 * _stats().t.sf(abs(mean) / (std / np.sqrt(len(d))), len(d) - 1))
     return mean, low, high, p
 
 
 def t_test_power(df: float, nc: float, alpha: float = ALPHA) -> float:
     """Power of a two-sided t test: P(|T| > t(1 - alpha/2, df)) for T ~ noncentral t(df, nc)."""
-    crit = float(stats.t.ppf(1 - alpha / 2, df))
-    power = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    crit = float(_stats().t.ppf(1 - alpha / 2, df))
+    power = float(_stats().nct.sf(crit, df, nc) + _stats().nct.cdf(-crit, df, nc))
     if math.isfinite(power):
         return power
     # SciPy's noncentral t returns NaN far in its tails (large nc, where the power is close to 1): there the
     # usual normal approximation P(T > c) ~ Phi((nc - c) / sqrt(1 + c^2 / (2 df))) (a few per cent off at df = 1,
     # closer with more df) decides whether n is enough
     scale = math.sqrt(1 + crit**2 / (2 * df))
-    return float(stats.norm.sf((crit - abs(nc)) / scale) + stats.norm.cdf((-crit - abs(nc)) / scale))
+    return float(_stats().norm.sf((crit - abs(nc)) / scale) + _stats().norm.cdf((-crit - abs(nc)) / scale))
 
 
 def paired_power(n: int, sd: float, delta: float, alpha: float = ALPHA) -> float:

@@ -29,9 +29,8 @@ import json
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import (
     Column,
     DateTime,
@@ -52,6 +51,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from harness.store.concurrency import retry_creation_race
 
@@ -289,6 +291,9 @@ class Store:
 
     # -- reads --------------------------------------------------------------------------------------
     def _frame(self, table: Table, study: str | None) -> pd.DataFrame:
+        # deferred: pandas is a third of a second of start-up that the writers (a running study) never use
+        import pandas as pd
+
         if not self.has_schema():
             return pd.DataFrame(columns=[c.name for c in table.columns])
         query = select(table)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import save_image
 
 from components.denoiser import Denoiser
 from harness.config import TrialConfig
@@ -105,6 +104,21 @@ def validation_loss(denoiser: Denoiser, images: torch.Tensor, cfg: EvalSpec, see
     return out
 
 
+def sampler_dtype(choice: str, device: torch.device) -> str:
+    """What ``eval.sampler_dtype`` means on ``device``: ``bfloat16`` (autocast) or ``float32``."""
+    if choice == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    return choice
+
+
+def compiled(denoiser: Denoiser, device: torch.device) -> Denoiser:
+    """``denoiser`` with its network ``torch.compile``d for sampling (``eval.sampler_compile``): on CUDA in mode
+    ``reduce-overhead`` (CUDA graphs: one launch per sampler step instead of one per kernel)."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    network = torch.compile(denoiser.network, mode=mode)
+    return Denoiser(network, denoiser.schedule, denoiser.parametrization, denoiser.loss_fn)
+
+
 class SampleCache:
     """Generates the evaluation samples once (uint8 [N, C, H, W]) and measures sampling speed; ``events``
     hears the ``sampling`` phase and the images done."""
@@ -128,14 +142,16 @@ class SampleCache:
         meter = ThroughputMeter(self.device, warmup=1)
         chunks, left = [], ev.num_samples
         wall0, load = time.perf_counter(), LoadMeter()  # the machine load the throughput was measured under
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        dtype = sampler_dtype(ev.sampler_dtype, self.device)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+        denoiser = compiled(self.denoiser, self.device) if ev.sampler_compile else self.denoiser
         with PeakMemory(self.device) as memory, autocast:
             while left > 0:
                 b = min(left, ev.batch_size)
                 with meter.step(b):
                     x = sampler.sample(
-                        self.denoiser.predict,
-                        self.denoiser.schedule,
+                        denoiser.predict,
+                        denoiser.schedule,
                         (b, *self.shape),
                         generator=gen,
                         device=self.device,
@@ -152,8 +168,11 @@ class SampleCache:
             sample_images_per_s=ips,
             sample_seconds_per_step=(ev.batch_size / ips) / steps if ips else None,
             sample_peak_memory_bytes=memory.peak_bytes,
+            sample_peak_memory_method=memory.method,
             wall_s_sample=time.perf_counter() - wall0,
             sampler_steps=steps,
+            sample_dtype=dtype,
+            sample_compiled=ev.sampler_compile,
             **load.stats("sample"),  # sample_other_load_cores, sample_torch_threads, sample_cpu_count
         )
         return torch.cat(chunks)
@@ -237,6 +256,9 @@ def _run_trial(
     shape = (dataset.channels, dataset.resolution, dataset.resolution)
     stats = dict(trained.stats)
     samples = SampleCache(ema_denoiser, config.eval, shape, device, seed, stats, events)
+    # deferred: torchvision imports torch._dynamo, about a second of start-up that only a trial needs
+    from torchvision.utils import save_image
+
     grid = samples()[: config.eval.grid_size]
     events.samples(grid, trained.steps)
     grid_path = workdir / "samples.png"

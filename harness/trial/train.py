@@ -65,13 +65,16 @@ class Ema:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._params = list(self.model.parameters())  # walked once: module trees are deep, steps are many
+        self._buffers = list(self.model.buffers())
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
+    def update(self, model: nn.Module, step: int, params: list[Tensor] | None = None) -> None:
+        """One EMA step towards ``model`` (``params``: its parameters, listed once by the caller)."""
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - d)
-        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+        params = list(model.parameters()) if params is None else params
+        torch._foreach_lerp_(self._params, [p.detach() for p in params], 1 - d)  # = e.lerp_(p, 1 - d) for each
+        for e, b in zip(self._buffers, model.buffers(), strict=True):
             e.copy_(b)
 
 
@@ -162,10 +165,11 @@ def train(
     events = events or TrialEvents()
     parallel = parallel or Parallel()
     network = denoiser.network
+    params = list(network.parameters())  # once: every step clips, steps and averages them
     steps, batch = cfg.steps, cfg.batch_size
     local_batch = parallel.per_device_batch(batch)
     opt = torch.optim.AdamW(  # fused: one kernel for every parameter on CUDA (same update, fewer launches)
-        network.parameters(),
+        params,
         lr=lr,
         betas=tuple(cfg.betas),
         weight_decay=cfg.weight_decay,
@@ -253,10 +257,10 @@ def train(
                     raise Diverged(f"non-finite loss ({seen.item()}) at step {step}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                clip(network.parameters())
+                clip(params)
                 opt.step()
                 sched.step()
-                ema.update(network, step)
+                ema.update(network, step, params)
             running, count = running + seen.item(), count + 1
             done = step + 1
             if done % cfg.log_every == 0 or done == steps:
@@ -272,6 +276,7 @@ def train(
         "train_images_per_s": meter.images_per_s,
         "train_seconds_per_step": meter.seconds_per_step,
         "train_peak_memory_bytes": memory.peak_bytes,
+        "train_peak_memory_method": memory.method,
         "wall_s_train": time.perf_counter() - wall0,
         **load.stats("train"),  # train_other_load_cores, train_torch_threads, train_cpu_count
         "batch_size": batch,
