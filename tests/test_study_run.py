@@ -179,7 +179,8 @@ def test_non_finite_loss_fails_one_trial_and_the_study_goes_on(tmp_path: Path, m
 
 
 SLOW_MAIN = """
-import sys, time, torch
+import signal, sys, time, torch
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal (a background job ignores it)
 step = torch.optim.AdamW.step
 def slow_step(self, *a, **k):
     time.sleep(0.05)                      # slow training down so the test can stop it mid-way
