@@ -7,8 +7,8 @@ with the environment variable ``HARNESS_MAX_<NAME>`` and is named in the error t
 
 The defaults sit well above a paper-size GPU run (simple diffusion's largest: a 2B-parameter U-ViT, batch
 2048, 500k steps, 512 x 512 images, 512 sampler steps, FID on 50k samples). The one that binds first is
-``dataset_bytes``: the harness keeps the decoded dataset in memory (ImageNet at 64 px is 15.7 GB, at
-128 px 63 GB); raise it on a machine with more memory.
+``dataset_bytes``: the harness keeps a decoded dataset in memory (ImageNet at 64 px is 15.7 GB, at
+128 px 63 GB); a memory-mapped ``array`` dataset is not counted (only a ``max_images`` subset, which is copied).
 """
 
 from __future__ import annotations

@@ -110,3 +110,24 @@ def test_array_probe_reads_only_the_header(tmp_path):
     wrong = components.validate("dataset", {"name": "array", "path": str(tmp_path / "p"), "resolution": 32})
     with pytest.raises(DatasetError, match="prepared at 16 px"):
         wrong.probe(read_limits())
+
+
+def test_a_memory_mapped_dataset_is_not_held_against_the_memory_limit(tmp_path, monkeypatch):
+    """``HARNESS_MAX_DATASET_BYTES`` bounds what is decoded into memory: a prepared array is memory-mapped (only a
+    ``max_images`` subset is copied), a folder is decoded whole."""
+    from harness.config.preflight import check_dataset
+    from harness.errors import UsageError
+
+    src = image_folder(tmp_path / "src")  # 8 images: 8 x 3 x 16 x 16 = 6144 bytes at 16 px
+    assert main([str(src), str(tmp_path / "p"), "--resolution", "16"]) == 0
+    monkeypatch.setenv("HARNESS_MAX_DATASET_BYTES", "5000")
+    mapped = components.validate("dataset", {"name": "array", "path": str(tmp_path / "p"), "resolution": 16})
+    assert check_dataset(mapped, "s.yaml") == 8
+    subset = components.validate(
+        "dataset", {"name": "array", "path": str(tmp_path / "p"), "resolution": 16, "max_images": 7}
+    )
+    with pytest.raises(UsageError, match="HARNESS_MAX_DATASET_BYTES"):
+        check_dataset(subset, "s.yaml")  # 7 x 768 = 5376 bytes copied
+    decoded = components.validate("dataset", {"name": "folder", "path": str(src), "resolution": 16})
+    with pytest.raises(UsageError, match="HARNESS_MAX_DATASET_BYTES"):
+        check_dataset(decoded, "s.yaml")

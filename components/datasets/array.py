@@ -44,6 +44,12 @@ class Array(Component):
             raise DatasetError("path", f"'{self.path}' holds {n} image; at least {MIN_IMAGES} are needed")
         return min(n, self.max_images or n)
 
+    def bytes_in_memory(self, count: int) -> int:
+        """Bytes the loaded dataset holds in memory: none for the memory map itself (pages are read as batches
+        touch them and the kernel may drop them again); a ``max_images`` subset is a copy."""
+        subset = self.max_images is not None
+        return count * 3 * self.resolution**2 if subset else 0
+
     def _open(self) -> tuple[dict, np.ndarray]:
         """(meta.json, the memory-mapped images [N, 3, R, R]) after checking format, shape and resolution."""
         root = Path(self.path).expanduser()

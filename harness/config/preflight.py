@@ -34,9 +34,9 @@ def check_dataset(spec: Component, where: str) -> int:
     except ComponentError as err:
         raise UsageError(f"{where}: dataset.{err.key}: {err.message}") from None
     res = spec.resolution
-    limits.check(
-        "dataset_bytes", count * 3 * res * res, f"{where}: dataset: {count} images at {res} x {res} (bytes in memory)"
-    )
+    in_memory = getattr(spec, "bytes_in_memory", None)  # a memory-mapped `array` dataset says what it holds
+    held = in_memory(count) if in_memory is not None else count * 3 * res * res
+    limits.check("dataset_bytes", held, f"{where}: dataset: {count} images at {res} x {res} (bytes in memory)")
     return count
 
 
