@@ -11,7 +11,8 @@ from harness.metrics.base import EvalContext, FidOptions, Metric, MetricError, M
 from harness.metrics.fid import Fid, Kid, compute_fid, frechet_distance, kernel_distance
 from harness.metrics.flops import Flops, count_flops
 from harness.metrics.inception import preflight
-from harness.metrics.perf import LoadMeter, Memory, Mfu, PeakMemory, Throughput, ThroughputMeter
+from harness.metrics.meters import LoadMeter, PeakMemory, ThroughputMeter
+from harness.metrics.perf import Memory, Mfu, Throughput
 from harness.metrics.swd import Swd, swd
 
 METRICS: dict[str, type[Metric]] = {
