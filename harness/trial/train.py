@@ -240,7 +240,7 @@ def train(
     events.phase("training", start=start, total=steps, batch=batch)
     with PeakMemory(device) as memory:
         for step in range(start, steps):
-            idx = parallel.shard(torch.randint(0, n, (batch,), generator=data_gen)).to(device)
+            idx = parallel.shard(torch.randint(0, n, (batch,), generator=data_gen))  # [b], host: indexing moves it
             with meter.step(batch):
                 x = to_float(images[idx])
                 y = None
