@@ -1,12 +1,14 @@
 """One trial trained by one process against the same trial trained by K processes with DDP (torchrun).
 
-The default study's first cell (cosine schedule, seed 0) with ``--preset`` at global batch ``--batch``, run once
+A study's first cell (``--study``, default the default study; cosine, seed 0) with ``--preset`` at global batch
+``--batch``, run once
 by ``python -m harness.study`` and once by ``torchrun --standalone --nproc-per-node K -m harness.study``, each
 into its own database; printed side by side: training images/s of the job and per device, the speed-up and
 the scaling efficiency (speed-up / K), MFU, peak memory per device, and how far the DDP loss curve is from the
 single process's (the same examples and noise; only the summation order differs, docs/scale.md).
 
-Run on a GPU machine:  python3 bench/ddp.py --device cuda --preset base --batch 256 --steps 300
+Run on a GPU machine:  python3 bench/ddp.py --device cuda --study studies/gpu/schedule_shift.yaml --batch 256
+                       --steps 300   (U-ViT base at 128 px)
 A CPU smoke run:       .venv/bin/python bench/ddp.py --device cpu --procs 2 --preset tiny --batch 8 --steps 20
 With one visible GPU, K = 1: only the single-process run is made (there is no DDP to compare) and it says so.
 """
@@ -25,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import yaml  # noqa: E402
+
 from harness.store import Store  # noqa: E402
 
 STUDY = ROOT / "studies" / "schedule_shift.yaml"
@@ -35,7 +39,6 @@ def run(procs: int, args: argparse.Namespace, folder: Path) -> tuple[str, float]
     url = f"sqlite:///{folder / f'ddp{procs}.db'}"
     sets = {
         "train.device": args.device,
-        "model.preset": args.preset,
         "train.batch_size": args.batch,
         "train.steps": args.steps,
         "train.checkpoint_every": 0,
@@ -45,7 +48,8 @@ def run(procs: int, args: argparse.Namespace, folder: Path) -> tuple[str, float]
         "search.space.diffusion.schedule": "[{name: cosine}]",
         "search.space.train.seed": "[0]",
     }
-    study = [str(STUDY), "--storage", url, "--quiet"] + [f"--set={k}={v}" for k, v in sets.items()]
+    sets.update({"model.preset": args.preset} if args.preset else {})
+    study = [str(args.study), "--storage", url, "--quiet"] + [f"--set={k}={v}" for k, v in sets.items()]
     if procs == 1:
         cmd = [sys.executable, "-m", "harness.study", *study]
     else:
@@ -59,8 +63,8 @@ def run(procs: int, args: argparse.Namespace, folder: Path) -> tuple[str, float]
     return url, time.perf_counter() - start
 
 
-def figures(url: str) -> dict:
-    metrics = Store(url).metrics("schedule_shift")
+def figures(url: str, study: str) -> dict:
+    metrics = Store(url).metrics(study)
     scalar = metrics[metrics["step"].isna()].set_index("name")
     curve = metrics[metrics["name"] == "train_loss"].sort_values("step")
     attrs = json.loads(scalar.loc["train_images_per_s", "attrs_json"])
@@ -80,7 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--procs", type=int, default=None, help="DDP processes (default: visible GPUs; CPU: 2)")
-    parser.add_argument("--preset", default="base")
+    parser.add_argument("--study", default=str(STUDY), help="study file (its first cell is trained)")
+    parser.add_argument("--preset", default=None, help="network preset (default: the study's)")
     parser.add_argument("--batch", type=int, default=256, help="global batch (divided over the processes)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--samples", type=int, default=64, help="eval.num_samples (evaluation is not compared)")
@@ -92,12 +97,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         one_url, one_wall = run(1, args, folder)
-        one = figures(one_url)
-        print(f"{args.preset} preset, global batch {args.batch}, {args.steps} steps, {one['device']}")
+        name = yaml.safe_load(Path(args.study).read_text())["name"]
+        one = figures(one_url, name)
+        print(f"{name}: {args.preset or 'its'} preset, global batch {args.batch}, {args.steps} steps, {one['device']}")
         rows = [("1 process", one, one_wall)]
         if args.procs > 1:
             many_url, many_wall = run(args.procs, args, folder)
-            rows.append((f"DDP x {args.procs}", figures(many_url), many_wall))
+            rows.append((f"DDP x {args.procs}", figures(many_url, name), many_wall))
         else:
             print("one device visible: DDP not run; the single-process figures only")
         print(

@@ -166,12 +166,38 @@ def test_shapes_cache_hit_and_no_writes_without_cache_dir(tmp_path: Path, monkey
         Shapes(resolution=16, num_images=20, seed=2, cache_dir=str(cache)).instantiate()
 
 
+def test_shapes_style_leaves_things_out_of_the_same_scenes() -> None:
+    """The default style is the full dataset, bit for bit; a simpler style draws the same random numbers and
+    leaves shapes, textures, outlines or noise out: each (seed, index) keeps its layout, colours, background."""
+    default = Shapes(resolution=16, num_images=70, seed=3).instantiate()
+    assert Shapes(resolution=16, num_images=70, seed=3).style == shapes_module.SceneStyle()
+    assert torch.equal(default.images, torch.from_numpy(shapes_module.generate_shapes(70, 16, 3)[0]))
+    full = shapes_module.draw_scenes(np.random.default_rng([3, 0, 0]), 64)
+    style = shapes_module.SceneStyle(max_shapes=1, min_size=0.2, max_size=0.3, textures=False, outlines=False)
+    simple = shapes_module.draw_scenes(np.random.default_rng([3, 0, 0]), 64, style)
+    assert (simple["active"].sum(1) == 1).all() and (full["active"].sum(1) > 1).any()
+    assert not simple["texture"].any() and not simple["outline"].any() and full["texture"].any()
+    assert ((simple["size"] >= 0.2) & (simple["size"] <= 0.3)).all()
+    np.testing.assert_array_equal(simple["bg0"], full["bg0"])  # the same stream: background kept
+    flat = Shapes(resolution=16, num_images=64, seed=3, max_shapes=1, textures=False, outlines=False, noise_std=0)
+    x = flat.instantiate().images.numpy().astype(int)
+    p = shapes_module.draw_scenes(np.random.default_rng([3, 0, 0]), 64, flat.style)
+    for i in range(8):  # one flat shape without noise: inside it every pixel is its colour
+        coord = (np.arange(16) + 0.5) / 16
+        d = np.hypot(coord[None, :] - p["cx"][i, 0], coord[:, None] - p["cy"][i, 0])
+        if p["kind"][i, 0] == 0 and (d < p["size"][i, 0] - 0.1).sum() > 1:
+            inside = x[i][:, d < p["size"][i, 0] - 0.1]  # [3, pixels] well inside the circle
+            np.testing.assert_array_equal(inside, np.round(p["colour"][i, 0] * 255)[:, None].repeat(inside.shape[1], 1))
+    with pytest.raises(ValueError, match="min_size: must not exceed max_size"):
+        Shapes(min_size=0.3, max_size=0.2)
+
+
 def test_generation_is_vectorised_in_chunks(monkeypatch) -> None:
     """What makes generation fast, without reading the clock (the timing is bench/datasets.py's): every image
     of a chunk is rendered by one vectorised call, so 130 images take 3 calls, not 130."""
     calls: list[int] = []
     render = shapes_module.render
-    monkeypatch.setattr(shapes_module, "render", lambda p, r, rng: calls.append(len(p["kind"])) or render(p, r, rng))
+    monkeypatch.setattr(shapes_module, "render", lambda p, *args: calls.append(len(p["kind"])) or render(p, *args))
     images, labels = shapes_module.generate_shapes(130, 16, 0)
     assert images.shape == (130, 3, 16, 16) and labels.shape == (130,)
     assert calls == [shapes_module.CHUNK, shapes_module.CHUNK, 130 - 2 * shapes_module.CHUNK]

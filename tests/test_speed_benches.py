@@ -33,7 +33,7 @@ def test_train_loop_bench_runs_the_harness_and_a_bare_loop_to_the_same_weights_a
     bit-identical weights and EMA (so the ratio compares equal work); the MFU lines exist for both loops."""
     out = bench(
         "train_loop.py",
-        *("--preset", "tiny", "--resolution", "32", "--batch", "4", "--steps", "4", "--images", "16"),
+        *("--preset", "tiny", "--resolution", "16", "--batch", "4", "--steps", "4", "--images", "16"),
         *("--rounds", "1", "--warmup-rounds", "0", "--peak-budget-s", "0.02"),
     )
     assert "weights and EMA after the first round bit-identical: yes (max |diff| 0)" in out

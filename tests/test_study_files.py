@@ -98,8 +98,8 @@ def test_guard_notes_name_the_failing_arms():
 
     old = load_study(ROOT / "studies" / "schedule_shift.yaml", ["eval.sampler={name: ddim, steps: 24, spacing: time}"])
     notes = fidelity_notes(old)
-    assert any("base_resolution=8): the sampler keeps 0.12" in n for n in notes)
-    assert any("arms differ by 0.46" in n for n in notes)
+    assert any("base_resolution=8): the sampler keeps 0.33" in n for n in notes)  # 16 px: the shift is -1.39
+    assert any("arms differ by 0.256" in n for n in notes)
 
 
 def test_dry_run_prints_the_grid(capsys):
@@ -108,10 +108,10 @@ def test_dry_run_prints_the_grid(capsys):
     assert "4 trials in the grid" in out
     assert out.count("# trial ") == 4
     assert out.count("# sampler fidelity (variance kept at s = 0.05, 0.1, 0.25): 0.8") == 4
-    assert out.count("# lr 0.003 (auto: 0.192 / core width 64), warm-up 90") == 4
+    assert out.count("# lr 0.003 (given in the study file), warm-up 100 (given in the study file)") == 4
     assert "shifted_cosine(base_resolution=8), train.seed=1" in out
     # the dataset's resolution reaches the schedule and the network
-    assert "resolution: 32" in out
+    assert "resolution: 16" in out
 
 
 @pytest.mark.parametrize(

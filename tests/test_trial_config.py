@@ -48,7 +48,7 @@ def test_the_trial_config_is_typed_and_frozen():
     assert config.train.holdout_fraction == 0.1 and config.train.grad_clip == 2.0
     assert isinstance(config.diffusion.schedule, Cosine) and config.diffusion.schedule.logsnr_min == -15
     assert [m.name for m in config.eval.metrics] == ["swd", "flops", "throughput", "memory", "mfu"]
-    assert config.model.resolution == config.resolution == 32  # the dataset's resolution reached the network
+    assert config.model.resolution == config.resolution == 16  # the dataset's resolution reached the network
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.seed = 3
     with pytest.raises(pydantic.ValidationError, match="frozen"):

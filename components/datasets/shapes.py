@@ -16,10 +16,11 @@ texture periods are clamped to at least 2 pixels. Parameters are drawn per chunk
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from components.datasets.base import MIN_IMAGES, ImageDataset, ReadLimits, cache_file, load_arrays, save_arrays
 from components.registry import Component
@@ -32,15 +33,31 @@ TRIANGLE_SCALE = 1.4  # circumradius / size, so triangles are about as large as 
 NOISE_STD = 0.03  # per-pixel Gaussian noise, fraction of the [0, 1] range
 
 
-def draw_scenes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class SceneStyle:
+    """What a scene may contain. The defaults are the full dataset; every other style draws the same random
+    numbers and then leaves things out, so a (seed, index) keeps its layout, colours and background."""
+
+    max_shapes: int = MAX_SHAPES  # shapes per image: 1 .. 3 drawn uniformly, then at most max_shapes
+    min_size: float = 0.10  # radius / half-width, image widths
+    max_size: float = 0.32
+    textures: bool = True  # stripes and checkers inside about two thirds of the shapes
+    outlines: bool = True  # a dark rim on about half of the shapes
+    noise_std: float = NOISE_STD  # per-pixel Gaussian noise, fraction of the [0, 1] range
+    max_offset: float = 0.3  # shape centres lie within 0.5 +- max_offset image widths of the image centre
+    gradient: bool = True  # a two-colour gradient with a ripple behind the shapes; False: the first colour only
+    rotate: bool = True  # shapes at random angles; False: upright (square edges on the pixel grid)
+
+
+def draw_scenes(rng: np.random.Generator, n: int, style: SceneStyle = SceneStyle()) -> dict[str, np.ndarray]:
     """Scene parameters of ``n`` images; shape slots sorted by area, largest first (slot 0 always active)."""
-    count = rng.integers(1, MAX_SHAPES + 1, n)
+    count = np.minimum(rng.integers(1, MAX_SHAPES + 1, n), style.max_shapes)  # same draws in every style
     p = {
         "kind": rng.integers(0, len(SHAPE_TYPES), (n, MAX_SHAPES)),
-        "size": rng.uniform(0.10, 0.32, (n, MAX_SHAPES)),  # radius / half-width, image widths
+        "size": rng.uniform(style.min_size, style.max_size, (n, MAX_SHAPES)),
         "aspect": np.where(rng.random((n, MAX_SHAPES)) < 0.4, 1.0, rng.uniform(0.45, 1.0, (n, MAX_SHAPES))),
-        "cx": rng.uniform(0.2, 0.8, (n, MAX_SHAPES)),
-        "cy": rng.uniform(0.2, 0.8, (n, MAX_SHAPES)),
+        "cx": rng.uniform(0.5 - style.max_offset, 0.5 + style.max_offset, (n, MAX_SHAPES)),
+        "cy": rng.uniform(0.5 - style.max_offset, 0.5 + style.max_offset, (n, MAX_SHAPES)),
         "angle": rng.uniform(0.0, 2 * math.pi, (n, MAX_SHAPES)),
         "colour": rng.random((n, MAX_SHAPES, 3)),
         "texture": rng.integers(0, 3, (n, MAX_SHAPES)),  # 0 flat, 1 stripes, 2 checker
@@ -49,6 +66,12 @@ def draw_scenes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "shade": rng.uniform(0.35, 0.75, (n, MAX_SHAPES)),  # second texture tone = shade * colour
         "outline": rng.random((n, MAX_SHAPES)) < 0.5,
     }
+    if not style.textures:
+        p["texture"] = np.zeros_like(p["texture"])
+    if not style.outlines:
+        p["outline"] = np.zeros_like(p["outline"])
+    if not style.rotate:
+        p["angle"] = np.zeros_like(p["angle"])
     background = {
         "bg0": rng.random((n, 3)),
         "bg1": rng.random((n, 3)),
@@ -58,6 +81,9 @@ def draw_scenes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "ripple_angle": rng.uniform(0.0, 2 * math.pi, n),
         "ripple_phase": rng.uniform(0.0, 2 * math.pi, n),
     }
+    if not style.gradient:
+        background["bg1"] = background["bg0"]
+        background["ripple_amp"] = np.zeros_like(background["ripple_amp"])
     area_factor = np.array([math.pi, 4.0, 3.0 * math.sqrt(3.0) / 4.0 * TRIANGLE_SCALE**2])  # area / size^2
     aspect = np.where(p["kind"] == 1, p["aspect"], 1.0)
     area = area_factor[p["kind"]] * p["size"] ** 2 * aspect
@@ -68,8 +94,10 @@ def draw_scenes(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     return {**p, **background}
 
 
-def render(p: dict[str, np.ndarray], resolution: int, rng: np.random.Generator) -> np.ndarray:
-    """Pixels of the scenes ``p``: uint8 ``[n, 3, R, R]``; ``rng`` draws the per-pixel noise."""
+def render(
+    p: dict[str, np.ndarray], resolution: int, rng: np.random.Generator, noise_std: float = NOISE_STD
+) -> np.ndarray:
+    """Pixels of the scenes ``p``: uint8 ``[n, 3, R, R]``; ``rng`` draws the per-pixel noise (``noise_std``)."""
     r = resolution
     f32 = np.float32
     coord = ((np.arange(r, dtype=f32) + 0.5) / r).astype(f32)
@@ -110,18 +138,20 @@ def render(p: dict[str, np.ndarray], resolution: int, rng: np.random.Generator) 
         colour = p["colour"][:, j].astype(f32)[:, :, None, None]  # [n, 3, 1, 1]
         img = np.where(inside[:, None], colour * factor[:, None], img)
 
-    img = img + rng.standard_normal(img.shape, dtype=f32) * f32(NOISE_STD)
+    img = img + rng.standard_normal(img.shape, dtype=f32) * f32(noise_std)
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def generate_shapes(num_images: int, resolution: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 ``[N, 3, R, R]``, labels int64 ``[N]``), deterministic in (seed, resolution)."""
+def generate_shapes(
+    num_images: int, resolution: int, seed: int, style: SceneStyle = SceneStyle()
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 ``[N, 3, R, R]``, labels int64 ``[N]``), deterministic in (seed, resolution, style)."""
     images, labels = [], []
     for chunk in range((num_images + CHUNK - 1) // CHUNK):
-        scenes = draw_scenes(np.random.default_rng([seed, chunk, 0]), CHUNK)
+        scenes = draw_scenes(np.random.default_rng([seed, chunk, 0]), CHUNK, style)
         take = min(CHUNK, num_images - chunk * CHUNK)
         scenes = {k: v[:take] for k, v in scenes.items()}
-        images.append(render(scenes, resolution, np.random.default_rng([seed, chunk, 1])))
+        images.append(render(scenes, resolution, np.random.default_rng([seed, chunk, 1]), style.noise_std))
         labels.append(scenes["kind"][:, 0].astype(np.int64))
     return np.concatenate(images), np.concatenate(labels)
 
@@ -131,7 +161,9 @@ class Shapes(Component):
 
     With ``labels=True`` the label is the type of the largest shape (``SHAPE_TYPES``; 3 classes). With
     ``cache_dir`` set, the generated set is saved to ``<cache_dir>/datasets/`` keyed by (seed, resolution,
-    num_images, labels, generator version) and loaded from there next time.
+    num_images, labels, style, generator version) and loaded from there next time. The style fields
+    (``SceneStyle``) simplify the scenes: for example ``max_shapes: 1``, ``textures: false`` and
+    ``outlines: false`` give one flat shape per image, which small models learn in far fewer steps.
     """
 
     resolution: int = Field(32, ge=8)  # image side, pixels
@@ -139,22 +171,43 @@ class Shapes(Component):
     seed: int = Field(0, ge=0)
     labels: bool = False  # class = type of the largest shape
     cache_dir: str | None = None  # None: generate in memory, write nothing
+    max_shapes: int = Field(MAX_SHAPES, ge=1, le=MAX_SHAPES)  # at most this many shapes per image
+    min_size: float = Field(0.10, gt=0, le=0.5)  # shape radius / half-width, image widths
+    max_size: float = Field(0.32, gt=0, le=0.5)
+    textures: bool = True  # stripes and checkers inside about two thirds of the shapes
+    outlines: bool = True  # a dark rim on about half of the shapes
+    noise_std: float = Field(NOISE_STD, ge=0, le=0.5)  # per-pixel Gaussian noise, fraction of the range
+    max_offset: float = Field(0.3, ge=0, le=0.5)  # shape centres within 0.5 +- max_offset image widths
+    gradient: bool = True  # a two-colour gradient with a ripple behind the shapes; false: one flat colour
+    rotate: bool = True  # shapes at random angles; false: upright
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> Shapes:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size: must not exceed max_size (got {self.min_size} > {self.max_size})")
+        return self
+
+    @property
+    def style(self) -> SceneStyle:
+        """The scene style these fields describe."""
+        return SceneStyle(**{f.name: getattr(self, f.name) for f in fields(SceneStyle)})
 
     def probe(self, limits: ReadLimits) -> int:
         """Generated, so nothing to read: the number of images ``instantiate`` returns."""
         return self.num_images
 
     def instantiate(self) -> ImageDataset:
+        style = "" if self.style == SceneStyle() else "-style" + "_".join(map(str, vars(self.style).values()))
         key = (
             f"shapes-v{GENERATOR_VERSION}-seed{self.seed}-res{self.resolution}-n{self.num_images}"
-            f"-labels{int(self.labels)}.npz"
+            f"-labels{int(self.labels)}{style}.npz"
         )
         path = cache_file(self.cache_dir, key)
         cached = load_arrays(path)
         if cached is not None and cached["images"].shape == (self.num_images, 3, self.resolution, self.resolution):
             images, labels = cached["images"], cached["labels"]
         else:
-            images, labels = generate_shapes(self.num_images, self.resolution, self.seed)
+            images, labels = generate_shapes(self.num_images, self.resolution, self.seed, self.style)
             save_arrays(path, images=images, labels=labels)
         return ImageDataset(
             torch.from_numpy(np.ascontiguousarray(images)),

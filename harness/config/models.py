@@ -60,6 +60,10 @@ class EvalSpec(Strict):
     val_buckets: PositiveInt = 6  # logSNR buckets of the validation loss
     val_repeats: PositiveInt = 2  # noise draws per held-out image
     grid_size: PositiveInt = 16  # images in the saved sample grid
+    # class-conditional trials (dataset labels: true) only: balanced = sample i is drawn for class i mod the number
+    # of classes (every class equally often; the sampler's guidance_scale applies); unconditional = the null label
+    # (unconditional samples from the same network; guidance has nothing to act on)
+    labels: Literal["balanced", "unconditional"] = "balanced"
     save_samples: bool = False  # also write every generated image as a PNG (trial folder, samples/)
     # the sampler's arithmetic: auto = bf16 autocast on CUDA, float32 on the CPU; bfloat16 = bf16 autocast on
     # any device (opt-in on the CPU: about 2x faster with AMX, different numerics); float32 = no autocast

@@ -69,6 +69,21 @@ def check_trials(path: Path, configs: list[TrialConfig]) -> None:
                 continue
             seen.add((check.__name__, key))
             check(value, str(path))
+        check_guidance(config, str(path))
+
+
+def check_guidance(config: TrialConfig, where: str) -> None:
+    """Classifier-free guidance acts on class labels: a guided evaluation sampler needs a class-conditional
+    dataset (``labels: true``) and evaluation samples drawn for classes (``eval.labels: balanced``)."""
+    scale = getattr(config.eval.sampler, "guidance_scale", 0.0)
+    if scale and not getattr(config.dataset, "labels", False):
+        raise UsageError(
+            f"{where}: eval.sampler.guidance_scale: {scale} needs a class-conditional model (dataset.labels: true)"
+        )
+    if scale and config.eval.labels == "unconditional":
+        raise UsageError(
+            f"{where}: eval.sampler.guidance_scale: {scale} has nothing to act on with eval.labels: unconditional"
+        )
 
 
 def check_params(spec: NetworkSpec, where: str) -> None:

@@ -119,15 +119,32 @@ def compiled(denoiser: Denoiser, device: torch.device) -> Denoiser:
     return Denoiser(network, denoiser.schedule, denoiser.parametrization, denoiser.loss_fn)
 
 
+def sample_labels(first: int, count: int, num_classes: int, choice: str, device) -> torch.Tensor | None:
+    """Class labels [count] of evaluation samples ``first .. first + count - 1``: class i mod ``num_classes``
+    (``eval.labels: balanced``), or None (the null label) for ``unconditional`` or an unconditional model."""
+    if num_classes == 0 or choice == "unconditional":
+        return None
+    return torch.arange(first, first + count, device=device) % num_classes
+
+
 class SampleCache:
     """Generates the evaluation samples once (uint8 [N, C, H, W]) and measures sampling speed; ``events``
-    hears the ``sampling`` phase and the images done."""
+    hears the ``sampling`` phase and the images done. A class-conditional network (``num_classes`` > 0) draws
+    them for the classes ``eval.labels`` names (``sample_labels``)."""
 
     def __init__(
-        self, denoiser: Denoiser, config: EvalSpec, shape, device, seed: int, stats: dict, events: TrialEvents
+        self,
+        denoiser: Denoiser,
+        config: EvalSpec,
+        shape,
+        device,
+        seed: int,
+        stats: dict,
+        events: TrialEvents,
+        num_classes: int = 0,
     ):
         self.denoiser, self.config, self.shape, self.device, self.seed = denoiser, config, shape, device, seed
-        self.stats, self.events, self._images = stats, events, None
+        self.stats, self.events, self.num_classes, self._images = stats, events, num_classes, None
 
     def __call__(self) -> torch.Tensor:
         if self._images is None:
@@ -154,6 +171,7 @@ class SampleCache:
                         denoiser.schedule,
                         (b, *self.shape),
                         generator=gen,
+                        labels=sample_labels(ev.num_samples - left, b, self.num_classes, ev.labels, self.device),
                         device=self.device,
                     )
                 if not torch.isfinite(x).all():
@@ -255,7 +273,7 @@ def _run_trial(
     result.metrics += validation_loss(ema_denoiser, dataset.images[hold_idx].to(device), config.eval, seed)
     shape = (dataset.channels, dataset.resolution, dataset.resolution)
     stats = dict(trained.stats)
-    samples = SampleCache(ema_denoiser, config.eval, shape, device, seed, stats, events)
+    samples = SampleCache(ema_denoiser, config.eval, shape, device, seed, stats, events, dataset.num_classes)
     # deferred: torchvision imports torch._dynamo, about a second of start-up that only a trial needs
     from torchvision.utils import save_image
 
