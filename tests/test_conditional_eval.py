@@ -92,3 +92,29 @@ def test_the_default_study_is_class_conditional_and_guided() -> None:
         ROOT / "studies" / "schedule_shift.yaml", ["dataset.labels=false", "eval.sampler.guidance_scale=0"]
     )
     assert not plain.base.dataset.labels
+
+
+def test_the_shipped_default_study_runs_end_to_end_with_guided_balanced_samples(tmp_path: Path, monkeypatch) -> None:
+    """``make study``'s study file, cut to a few steps: every cell completes, its SWD and sampler fidelity land in
+    the database beside its sample grid (the labels' order is the recorder test's above)."""
+    from PIL import Image
+
+    from harness.store import Store
+    from harness.study import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    sets = ["train.steps=3", "train.checkpoint_every=0", "dataset.num_images=64", "eval.num_samples=9"]
+    sets += ["eval.sampler.steps=2", "eval.metrics=[swd]", "eval.grid_size=9"]
+    args = [str(ROOT / "studies" / "schedule_shift.yaml"), "--storage", url, "--quiet"]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+    store = Store(url)
+    trials = store.trials("schedule_shift")
+    assert len(trials) == 4 and set(trials["state"]) == {"complete"}
+    metrics = store.metrics("schedule_shift")
+    for name in ("swd", "sampler_fidelity", "swd_baseline_mean_image"):
+        assert metrics[metrics["name"] == name]["value"].notna().sum() == 4, name
+    grids = store.artifacts("schedule_shift").query("kind == 'sample_grid'")["path"].tolist()
+    assert len(grids) == 4
+    assert Image.open(tmp_path / grids[0]).size == (3 * 18 + 2, 3 * 18 + 2)  # 3 x 3 images of 16 px, padding 2
