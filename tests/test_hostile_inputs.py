@@ -170,10 +170,6 @@ CASES = {
     "dataset_bytes_over_limit": Case(
         "study", with_file(lambda d: image_folder(d / "imgs", 3)), "DATASET_BYTES", {"HARNESS_MAX_DATASET_BYTES": "99"}
     ),
-    "shapes_sizes_reversed": Case(
-        "study", lambda d: study(d, "dataset.min_size=0.3", "dataset.max_size=0.2"), "dataset.min_size: must not"
-    ),
-    "shapes_max_shapes_zero": Case("study", lambda d: study(d, "dataset.max_shapes=0"), "dataset.max_shapes"),
     "device_cuda_without_cuda": Case("study", lambda d: study(d, FIXED_CUDA), "train.device: 'cuda'"),
     # study files and --set values
     "study_file_fifo": Case("study", lambda d: [str(fifo(d / "s.yaml"))], "not a regular file"),
